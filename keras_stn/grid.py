@@ -1,0 +1,165 @@
+"""Grid generator: normalised target coordinates and the affine grid.
+
+Convention (shared by every grid and sampling function of `keras_stn`):
+    Coordinates are normalised to [-1, 1], x (width) first, then y (height).
+    With `align_corners=True`, -1 and 1 are the centres of the corner pixels;
+    with `align_corners=False` (the default), they are the outer edges of the
+    corner pixels, exactly as in PyTorch's `affine_grid` / `grid_sample`.
+    θ maps target (output) coordinates to source (input) coordinates; the
+    identity affine θ is `[[1, 0, 0], [0, 1, 0]]`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def _check_size(size):
+    """Returns `(height, width)` as Python ints, or raises a clear error."""
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(
+            "Invalid value for argument `size`. Expected a tuple "
+            f"(height, width) of two positive ints. Received: size={size!r}"
+        )
+    checked = []
+    for dim in size:
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(
+            dim, (int, np.integer)
+        ):
+            raise TypeError(
+                "Invalid value for argument `size`. Expected a tuple "
+                f"(height, width) of two positive ints. Received: size={size!r}"
+            )
+        if dim < 1:
+            raise ValueError(
+                "Invalid value for argument `size`. Expected a tuple "
+                f"(height, width) of two positive ints. Received: size={size!r}"
+            )
+        checked.append(int(dim))
+    return tuple(checked)
+
+
+def _linspace(num, align_corners):
+    """Normalised coordinates of `num` pixel centres, as PyTorch lays them."""
+    if num == 1:
+        # torch.linspace(-1, 1, 1) is [-1]; scaled by (1 - 1) / 1 it is [0].
+        return np.array([-1.0 if align_corners else 0.0])
+    index = np.arange(num, dtype=np.float64)
+    if align_corners:
+        return 2.0 * index / (num - 1) - 1.0
+    return (2.0 * index + 1.0) / num - 1.0
+
+
+def meshgrid(height, width, align_corners=False):
+    """Normalised coordinates of every pixel centre of a target image.
+
+    Convention:
+        Coordinates in [-1, 1], x then y, `align_corners` as in PyTorch's
+        `affine_grid`: with `True`, -1 and 1 are the centres of the corner
+        pixels; with `False`, they are the outer edges of the corner pixels.
+
+    Args:
+        height: int, number of rows of the target image.
+        width: int, number of columns of the target image.
+        align_corners: bool, see the convention above.
+
+    Returns:
+        A float32 tensor of shape `[height, width, 2]` holding `(x, y)`.
+
+    Example:
+
+    >>> grid = keras_stn.grid.meshgrid(2, 3, align_corners=True)
+    >>> grid[0, :, 0].numpy().tolist()
+    [-1.0, 0.0, 1.0]
+    """
+    height, width = _check_size((height, width))
+    return tf.constant(_homogeneous_meshgrid(height, width, align_corners)
+                       .reshape(height, width, 3)[..., :2])
+
+
+def _homogeneous_meshgrid(height, width, align_corners):
+    """NumPy float32 array `[height * width, 3]` of `(x, y, 1)`, row-major."""
+    xs = _linspace(width, align_corners)
+    ys = _linspace(height, align_corners)
+    x, y = np.meshgrid(xs, ys)
+    ones = np.ones_like(x)
+    return np.stack([x, y, ones], axis=-1).reshape(-1, 3).astype(np.float32)
+
+
+def coordinate_dtype(dtype):
+    """The dtype grids are computed in: float64 if given float64, else float32."""
+    return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+
+
+def homogeneous_transform(matrices, size, align_corners=False):
+    """Applies `[batch, rows, 3]` matrices to the homogeneous target meshgrid.
+
+    Args:
+        matrices: float tensor `[batch, rows, 3]`.
+        size: `(height, width)` of the target.
+        align_corners: bool, as in `meshgrid`.
+
+    Returns:
+        Tensor `[batch, height * width, rows]`: one batched matmul of the
+        meshgrid `(x, y, 1)` with the transposed matrices.
+    """
+    height, width = _check_size(size)
+    base = tf.constant(
+        _homogeneous_meshgrid(height, width, align_corners),
+        dtype=matrices.dtype,
+    )
+    # [1, H*W, 3] @ [batch, 3, rows]: the batch comes from θ at run time, so
+    # no batch-sized constant is ever created.
+    return tf.matmul(tf.expand_dims(base, 0), matrices, transpose_b=True)
+
+
+def affine_grid(theta, size, align_corners=False, name=None):
+    """Sampling grid of a batch of 2-D affine transforms.
+
+    Equal to `torch.nn.functional.affine_grid(theta, (B, C, H, W),
+    align_corners)` to float precision; the result is batch-first with the
+    coordinate pair last, as PyTorch's is.
+
+    Convention:
+        Coordinates in [-1, 1], x then y. θ maps target (output) coordinates
+        to source (input) coordinates: `grid[b, i, j] = θ[b] @ (x_j, y_i, 1)`.
+        `align_corners` has PyTorch's meaning. The identity θ is
+        `[[1, 0, 0], [0, 1, 0]]` and gives `meshgrid(height, width)`.
+
+    Args:
+        theta: float tensor `[batch, 2, 3]` or `[batch, 6]` (row-major).
+        size: tuple `(height, width)` of the target (output) image.
+        align_corners: bool, as in PyTorch.
+        name: optional name scope.
+
+    Returns:
+        A float32 tensor `[batch, height, width, 2]` of `(x, y)` source
+        coordinates (float64 if `theta` is float64), whatever the dtype of
+        `theta`.
+
+    Example:
+
+    >>> theta = tf.constant([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
+    >>> keras_stn.affine_grid(theta, (4, 5)).shape
+    TensorShape([1, 4, 5, 2])
+    """
+    with tf.name_scope(name or "affine_grid"):
+        height, width = _check_size(size)
+        theta = tf.convert_to_tensor(theta)
+        if not theta.dtype.is_floating:
+            raise TypeError(
+                "Invalid dtype for argument `theta`. Expected a floating "
+                f"dtype. Received: theta.dtype={theta.dtype.name}"
+            )
+        shape = theta.shape
+        if not (
+            (shape.rank == 3 and shape[1:].as_list() in ([2, 3], [None, None]))
+            or (shape.rank == 2 and shape[1] in (6, None))
+        ):
+            raise ValueError(
+                "Invalid shape for argument `theta`. Expected [batch, 2, 3] "
+                f"or [batch, 6]. Received: theta.shape={shape}"
+            )
+        theta = tf.cast(theta, coordinate_dtype(theta.dtype))
+        theta = tf.reshape(theta, [-1, 2, 3])
+        grid = homogeneous_transform(theta, (height, width), align_corners)
+        return tf.reshape(grid, [-1, height, width, 2])

@@ -1,0 +1,272 @@
+"""Sampler: gather-based bilinear / nearest interpolation of images at a grid.
+
+Every operation here is a TFLite builtin (floor, cast, minimum/maximum,
+select, elementwise arithmetic, reshape, gather), every gather index is
+clamped into range, and non-finite coordinates are neutralised before they are
+cast to integers, so any grid, however hostile, yields finite output and no
+out-of-bounds read.
+"""
+
+import tensorflow as tf
+
+from keras_stn.grid import coordinate_dtype
+
+_SUPPORTED_INTERPOLATION = ("bilinear", "nearest")
+_SUPPORTED_PADDING_MODES = ("zeros", "border", "reflection")
+
+# Coordinates farther than this outside the image are all equivalent for the
+# `zeros` and `border` modes; clamping to it keeps int casts safe.
+_OUTSIDE_MARGIN = 2.0
+# Beyond 2**23 a float32 has no fractional part: reflection of such a
+# coordinate is meaningless, so it is clamped there first.
+_REFLECTION_LIMIT = 2.0**23
+
+
+def check_interpolation(interpolation):
+    """Raises a `ValueError` unless `interpolation` is supported."""
+    if interpolation not in _SUPPORTED_INTERPOLATION:
+        raise ValueError(
+            "Invalid value for argument `interpolation`. Expected one of "
+            f"{_SUPPORTED_INTERPOLATION}. Received: "
+            f"interpolation={interpolation!r}"
+        )
+
+
+def check_padding_mode(padding_mode):
+    """Raises a `ValueError` unless `padding_mode` is supported."""
+    if padding_mode not in _SUPPORTED_PADDING_MODES:
+        raise ValueError(
+            "Invalid value for argument `padding_mode`. Expected one of "
+            f"{_SUPPORTED_PADDING_MODES}. Received: "
+            f"padding_mode={padding_mode!r}"
+        )
+
+
+def check_align_corners(align_corners):
+    """Raises a `TypeError` unless `align_corners` is a bool."""
+    if not isinstance(align_corners, bool):
+        raise TypeError(
+            "Invalid value for argument `align_corners`. Expected a bool. "
+            f"Received: align_corners={align_corners!r}"
+        )
+
+
+def _dim(tensor, axis):
+    """Static size of `axis` when known, else its run-time size."""
+    static = tensor.shape[axis]
+    return static if static is not None else tf.shape(tensor)[axis]
+
+
+def _unnormalize(coord, size, align_corners):
+    """Maps [-1, 1] to pixel coordinates, with PyTorch's operation order."""
+    if align_corners:
+        return (coord + 1.0) / 2.0 * (size - 1.0)
+    return ((coord + 1.0) * size - 1.0) / 2.0
+
+
+def _reflect(coord, twice_low, twice_high):
+    """Reflects `coord` into [twice_low / 2, twice_high / 2], as PyTorch does."""
+    minimum = twice_low / 2.0
+    # A zero span only happens for a single pixel with align_corners=True,
+    # where the final clip sends everything to 0 anyway.
+    span = tf.maximum((twice_high - twice_low) / 2.0, 1.0)
+    coord = tf.abs(coord - minimum)
+    flips = tf.floor(coord / span)
+    extra = coord - flips * span
+    even = tf.equal(flips - 2.0 * tf.floor(flips / 2.0), 0.0)
+    return tf.where(even, extra + minimum, span - extra + minimum)
+
+
+def _source_coordinates(coord, size, padding_mode, align_corners):
+    """Pixel coordinates along one axis after padding, finite and bounded."""
+    size = tf.cast(size, coord.dtype)
+    coord = _unnormalize(coord, size, align_corners)
+    # NaN compares unequal to itself: send it well outside the image.
+    coord = tf.where(tf.equal(coord, coord), coord, -_OUTSIDE_MARGIN)
+    if padding_mode == "reflection":
+        coord = tf.clip_by_value(coord, -_REFLECTION_LIMIT, _REFLECTION_LIMIT)
+        if align_corners:
+            coord = _reflect(coord, 0.0, 2.0 * (size - 1.0))
+        else:
+            coord = _reflect(coord, -1.0, 2.0 * size - 1.0)
+    else:
+        coord = tf.clip_by_value(
+            coord, -_OUTSIDE_MARGIN, size - 1.0 + _OUTSIDE_MARGIN
+        )
+    if padding_mode != "zeros":
+        coord = tf.clip_by_value(coord, 0.0, size - 1.0)
+    return coord
+
+
+def _round_half_to_even(coord):
+    """Rounds like C's `nearbyint` (PyTorch's nearest mode): ties to even."""
+    floor = tf.floor(coord)
+    frac = coord - floor
+    odd = tf.equal(floor - 2.0 * tf.floor(floor / 2.0), 1.0)
+    round_up = tf.logical_or(
+        frac > 0.5, tf.logical_and(tf.equal(frac, 0.5), odd)
+    )
+    return floor + tf.cast(round_up, coord.dtype)
+
+
+def _in_range(index, size):
+    """1.0 where `0 <= index <= size - 1`, else 0.0, in `index`'s dtype."""
+    inside = tf.logical_and(index >= 0.0, index <= size - 1.0)
+    return tf.cast(inside, index.dtype)
+
+
+def _clamped_int(index, size):
+    """`index` clamped into [0, size - 1] and cast to int32 for a gather."""
+    return tf.cast(tf.clip_by_value(index, 0.0, size - 1.0), tf.int32)
+
+
+def grid_sample(
+    images,
+    grid,
+    interpolation="bilinear",
+    padding_mode="zeros",
+    align_corners=False,
+    name=None,
+):
+    """Samples a batch of NHWC images at normalised grid coordinates.
+
+    Equal to `torch.nn.functional.grid_sample(input, grid, mode,
+    padding_mode, align_corners)` to float precision, with images in NHWC
+    (channels last) where PyTorch takes NCHW. Gradients flow to both `images`
+    and `grid` (the latter is zero almost everywhere for `"nearest"`).
+
+    Convention:
+        `grid[b, i, j] = (x, y)` in [-1, 1], x (width) first; -1 and 1 are the
+        outer edges of the corner pixels (`align_corners=False`) or their
+        centres (`align_corners=True`), as in PyTorch. The grid of the
+        identity θ `[[1, 0, 0], [0, 1, 0]]` returns the input unchanged.
+        Samples outside the image read zeros (`"zeros"`, blended per corner,
+        so a sample half a pixel outside gets half its weight), the nearest
+        edge pixel (`"border"`) or the image mirrored at its edges
+        (`"reflection"`). Non-finite coordinates read as far outside.
+
+    Args:
+        images: float tensor `[batch, height, width, channels]`.
+        grid: float tensor `[batch, out_height, out_width, 2]`.
+        interpolation: `"bilinear"` or `"nearest"` (ties round to even, as
+            PyTorch's `nearbyint`).
+        padding_mode: `"zeros"`, `"border"` or `"reflection"`.
+        align_corners: bool, as in PyTorch.
+        name: optional name scope.
+
+    Returns:
+        A tensor `[batch, out_height, out_width, channels]` of `images`'
+        dtype. Coordinates and weights are float32 (float64 for a float64
+        grid), whatever the dtype of `images` or `grid`.
+
+    Example:
+
+    >>> images = tf.reshape(tf.range(12, dtype="float32"), [1, 3, 4, 1])
+    >>> identity = keras_stn.affine_grid([[1.0, 0, 0, 0, 1, 0]], (3, 4))
+    >>> out = keras_stn.grid_sample(images, identity)
+    >>> bool(tf.reduce_all(out == images))
+    True
+    """
+    check_interpolation(interpolation)
+    check_padding_mode(padding_mode)
+    check_align_corners(align_corners)
+    with tf.name_scope(name or "grid_sample"):
+        images = tf.convert_to_tensor(images)
+        grid = tf.convert_to_tensor(grid)
+        _check_inputs(images, grid)
+
+        coord_dtype = coordinate_dtype(grid.dtype)
+        value_dtype = (
+            tf.float64
+            if tf.float64 in (images.dtype, coord_dtype)
+            else tf.float32
+        )
+        grid = tf.cast(grid, coord_dtype)
+        height, width = _dim(images, 1), _dim(images, 2)
+        channels = _dim(images, 3)
+
+        x, y = tf.unstack(grid, num=2, axis=-1)
+        x = _source_coordinates(x, width, padding_mode, align_corners)
+        y = _source_coordinates(y, height, padding_mode, align_corners)
+        width_f = tf.cast(width, coord_dtype)
+        height_f = tf.cast(height, coord_dtype)
+
+        flat = tf.reshape(images, [-1, channels])
+        # Offsets of each image in `flat`, from the run-time batch size.
+        offsets = tf.reshape(
+            tf.range(tf.shape(images)[0]) * (height * width), [-1, 1, 1]
+        )
+
+        def gather(ix, iy):
+            index = offsets + iy * width + ix
+            return tf.cast(tf.gather(flat, index), value_dtype)
+
+        def weighted(weight, values):
+            return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
+
+        if interpolation == "nearest":
+            ix = _round_half_to_even(x)
+            iy = _round_half_to_even(y)
+            values = gather(_clamped_int(ix, width_f), _clamped_int(iy, height_f))
+            if padding_mode == "zeros":
+                mask = _in_range(ix, width_f) * _in_range(iy, height_f)
+                values = weighted(mask, values)
+            return tf.cast(values, images.dtype)
+
+        x0 = tf.floor(x)
+        y0 = tf.floor(y)
+        x1 = x0 + 1.0
+        y1 = y0 + 1.0
+        wx0, wx1 = x1 - x, x - x0
+        wy0, wy1 = y1 - y, y - y0
+        if padding_mode == "zeros":
+            # A corner outside the image contributes zero: masking the
+            # per-axis weights masks every corner that uses that row/column.
+            wx0 = wx0 * _in_range(x0, width_f)
+            wx1 = wx1 * _in_range(x1, width_f)
+            wy0 = wy0 * _in_range(y0, height_f)
+            wy1 = wy1 * _in_range(y1, height_f)
+        ix0, ix1 = _clamped_int(x0, width_f), _clamped_int(x1, width_f)
+        iy0, iy1 = _clamped_int(y0, height_f), _clamped_int(y1, height_f)
+        output = (
+            weighted(wx0 * wy0, gather(ix0, iy0))
+            + weighted(wx1 * wy0, gather(ix1, iy0))
+            + weighted(wx0 * wy1, gather(ix0, iy1))
+            + weighted(wx1 * wy1, gather(ix1, iy1))
+        )
+        return tf.cast(output, images.dtype)
+
+
+def _check_inputs(images, grid):
+    if not images.dtype.is_floating:
+        raise TypeError(
+            "Invalid dtype for argument `images`. Expected a floating dtype "
+            f"(cast integer images first). Received: images.dtype="
+            f"{images.dtype.name}"
+        )
+    if images.shape.rank != 4:
+        raise ValueError(
+            "Invalid shape for argument `images`. Expected a rank-4 tensor "
+            f"[batch, height, width, channels]. Received: images.shape="
+            f"{images.shape}"
+        )
+    if not grid.dtype.is_floating:
+        raise TypeError(
+            "Invalid dtype for argument `grid`. Expected a floating dtype. "
+            f"Received: grid.dtype={grid.dtype.name}"
+        )
+    if grid.shape.rank != 4 or grid.shape[-1] not in (2, None):
+        raise ValueError(
+            "Invalid shape for argument `grid`. Expected a rank-4 tensor "
+            "[batch, out_height, out_width, 2] whose last axis holds (x, y). "
+            f"Received: grid.shape={grid.shape}"
+        )
+    if (
+        images.shape[0] is not None
+        and grid.shape[0] is not None
+        and images.shape[0] != grid.shape[0]
+    ):
+        raise ValueError(
+            "Arguments `images` and `grid` must have the same batch size. "
+            f"Received: images.shape={images.shape}, grid.shape={grid.shape}"
+        )

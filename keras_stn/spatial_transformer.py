@@ -1,0 +1,244 @@
+"""The `SpatialTransformer` Keras layer."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_stn import transforms as transforms_lib
+from keras_stn.sampling import check_align_corners
+from keras_stn.sampling import check_interpolation
+from keras_stn.sampling import check_padding_mode
+from keras_stn.sampling import grid_sample
+
+_SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def _check_output_size(output_size):
+    if output_size is None:
+        return None
+    message = (
+        "Invalid value for argument `output_size`. Expected None or a tuple "
+        f"(height, width) of two positive ints. Received: "
+        f"output_size={output_size!r}"
+    )
+    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
+        raise ValueError(message)
+    for dim in output_size:
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(
+            dim, (int, np.integer)
+        ):
+            raise TypeError(message)
+        if dim < 1:
+            raise ValueError(message)
+    return tuple(int(dim) for dim in output_size)
+
+
+@keras.saving.register_keras_serializable(package="keras_stn")
+class SpatialTransformer(keras.layers.Layer):
+    """Spatial transformer: warps its input by a θ it predicts from it.
+
+    A localisation net (any Keras layer or model, supplied by the user)
+    regresses the transform parameters θ from the layer's input; a grid
+    generator maps every pixel of the output to a point of the input (a
+    batched matmul of the normalised target meshgrid with θ); a sampler reads
+    the input there (gather-based bilinear or nearest interpolation). All
+    three are plain TensorFlow ops: gradients reach both the input and θ, so
+    the localisation net trains end to end with the rest of the model, and
+    the layer converts to TFLite with builtin ops only.
+
+    Coordinates follow PyTorch's `affine_grid` / `grid_sample`: normalised
+    to [-1, 1], x then y, θ maps output coordinates to input coordinates,
+    `align_corners` with PyTorch's meaning. The identity affine θ is
+    `[1, 0, 0, 0, 1, 0]`; end the localisation net with
+    `keras_stn.localization_head(transform)` to start at it.
+
+    Args:
+        localization_net: a `keras.layers.Layer` (or `keras.Model`) mapping
+            the layer's input to θ of shape `[batch, num_params]`
+            (`"affine"` also accepts `[batch, 2, 3]`). Its weights are this
+            layer's weights; it is available as `.localization_net`.
+        output_size: `(height, width)` of the output, or `None` (default) to
+            keep the input's spatial size.
+        transform: the parameterisation of θ: `"affine"` (6 parameters,
+            row-major 2×3 matrix), `"attention"` (3: `s, tx, ty`, θ =
+            `[[s, 0, tx], [0, s, ty]]`), `"translation"` (2: `tx, ty`) or
+            `"projective"` (8: a 3×3 homography with h33 = 1, row-major).
+        interpolation: `"bilinear"` (default) or `"nearest"`.
+        padding_mode: what samples outside the input read: `"zeros"`
+            (default), `"border"` or `"reflection"`, as in PyTorch.
+        align_corners: bool, as in PyTorch (default `False`).
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: a float tensor `[batch, height, width, channels]`
+            (`[batch, channels, height, width]` for `"channels_first"`).
+        training: passed to the localisation net.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)` or
+        `(batch, channels, height, width)`.
+
+    Output shape:
+        4D tensor `(batch, out_height, out_width, channels)` or
+        `(batch, channels, out_height, out_width)`, where
+        `(out_height, out_width)` is `output_size` or the input's size.
+
+    Example:
+
+    >>> localization_net = keras.Sequential([
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(16, activation="relu"),
+    ...     keras_stn.localization_head("affine"),
+    ... ])
+    >>> model = keras.Sequential([
+    ...     keras.Input((28, 28, 1)),
+    ...     keras_stn.SpatialTransformer(localization_net, output_size=(14, 14)),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10),
+    ... ])
+    >>> model(np.zeros((2, 28, 28, 1), "float32")).shape
+    TensorShape([2, 10])
+
+    References:
+        - [Jaderberg et al., 2015. Spatial Transformer Networks](
+          https://arxiv.org/abs/1506.02025)
+    """
+
+    def __init__(
+        self,
+        localization_net,
+        output_size=None,
+        transform="affine",
+        interpolation="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(localization_net, keras.layers.Layer):
+            raise TypeError(
+                "Invalid value for argument `localization_net`. Expected a "
+                "keras.layers.Layer or keras.Model instance. Received: "
+                f"localization_net={localization_net!r} of type "
+                f"{type(localization_net).__name__}"
+            )
+        self._transform = transforms_lib.get(transform)
+        check_interpolation(interpolation)
+        check_padding_mode(padding_mode)
+        check_align_corners(align_corners)
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        if data_format not in _SUPPORTED_DATA_FORMATS:
+            raise ValueError(
+                "Invalid value for argument `data_format`. Expected one of "
+                f"{_SUPPORTED_DATA_FORMATS}. Received: "
+                f"data_format={data_format!r}"
+            )
+        self.localization_net = localization_net
+        self.output_size = _check_output_size(output_size)
+        self.transform = transform
+        self.interpolation = interpolation
+        self.padding_mode = padding_mode
+        self.align_corners = align_corners
+        self.data_format = data_format
+
+    def _spatial_axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 4:
+            layout = (
+                "(batch, height, width, channels)"
+                if self.data_format == "channels_last"
+                else "(batch, channels, height, width)"
+            )
+            raise ValueError(
+                f"Invalid input shape for layer '{self.name}'. Expected a "
+                f"rank-4 input {layout}. Received: input_shape={input_shape}"
+            )
+        return input_shape
+
+    def _target_size(self, input_shape):
+        if self.output_size is not None:
+            return self.output_size
+        height, width = (input_shape[axis] for axis in self._spatial_axes())
+        if height is None or width is None:
+            raise ValueError(
+                f"Layer '{self.name}' has output_size=None, which keeps the "
+                "input's spatial size, so that size must be known. Pass "
+                "`output_size=(height, width)` or give the input a static "
+                f"spatial size. Received: input_shape={tuple(input_shape)}"
+            )
+        return (int(height), int(width))
+
+    def build(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        self._target_size(input_shape)
+        # A symbolic call builds any localisation net (Sequential, functional
+        # or subclassed) and tells the shape of θ before any data flows.
+        theta = self.localization_net(
+            keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+        )
+        error = self._transform.params_shape_error(tuple(theta.shape))
+        if error:
+            raise ValueError(f"Layer '{self.name}': {error}")
+        self.built = True
+
+    def call(self, inputs, training=None):
+        if not inputs.dtype.is_floating:
+            raise TypeError(
+                f"Invalid dtype for the input of layer '{self.name}'. "
+                f"Expected a floating dtype. Received: {inputs.dtype.name}"
+            )
+        self._check_input_shape(inputs.shape)
+        theta = self.localization_net(inputs, training=training)
+        images = inputs
+        if self.data_format == "channels_first":
+            images = tf.transpose(images, [0, 2, 3, 1])
+        grid = self._transform.grid(
+            theta, self._target_size(inputs.shape), self.align_corners
+        )
+        outputs = grid_sample(
+            images,
+            grid,
+            interpolation=self.interpolation,
+            padding_mode=self.padding_mode,
+            align_corners=self.align_corners,
+        )
+        if self.data_format == "channels_first":
+            outputs = tf.transpose(outputs, [0, 3, 1, 2])
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        height, width = self._target_size(input_shape)
+        if self.data_format == "channels_last":
+            return (input_shape[0], height, width, input_shape[3])
+        return (input_shape[0], input_shape[1], height, width)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "localization_net": keras.saving.serialize_keras_object(
+                self.localization_net
+            ),
+            "output_size": self.output_size,
+            "transform": self.transform,
+            "interpolation": self.interpolation,
+            "padding_mode": self.padding_mode,
+            "align_corners": self.align_corners,
+            "data_format": self.data_format,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("localization_net"), dict):
+            config["localization_net"] = keras.saving.deserialize_keras_object(
+                config["localization_net"]
+            )
+        return cls(**config)

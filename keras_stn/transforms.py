@@ -1,0 +1,208 @@
+"""Parameterisations of θ: how a localisation net's output becomes a grid.
+
+Each transform knows its number of parameters, its identity parameters and
+how to turn a batch of parameters `[batch, num_params]` into a sampling grid
+`[batch, height, width, 2]`. Look one up by name with `get(name)`.
+
+Convention:
+    Coordinates in [-1, 1], x then y, `align_corners` as in PyTorch. The
+    parameters map target (output) coordinates to source (input) coordinates.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_stn.grid import affine_grid
+from keras_stn.grid import coordinate_dtype
+from keras_stn.grid import homogeneous_transform
+
+# Smallest magnitude of the homogeneous coordinate a projective transform
+# divides by; keeps a degenerate homography finite (the sampler then reads
+# such far-away points as outside the image).
+_PROJECTIVE_EPSILON = 1e-6
+
+
+class Transform:
+    """A parameterisation of θ. Subclasses set `name` and `num_params`.
+
+    Linear parameterisations of the affine matrix (attention, translation)
+    are expressed as `θ_flat = params @ expansion + offset`, one matmul that
+    TFLite runs as a builtin.
+    """
+
+    name = None
+    num_params = None
+
+    @property
+    def identity(self):
+        """NumPy float32 array `[num_params]` of the identity parameters."""
+        raise NotImplementedError
+
+    def params_shape_error(self, shape):
+        """A message if a localisation output of `shape` is unusable, else None.
+
+        Args:
+            shape: the full shape, batch first, of the localisation output.
+        """
+        if len(shape) == 2 and shape[1] in (self.num_params, None):
+            return None
+        return (
+            f"The localization_net must output {self.num_params} values per "
+            f"example for transform='{self.name}', as a tensor of shape "
+            f"[batch, {self.num_params}]. Received: output shape {tuple(shape)}"
+        )
+
+    def flatten(self, params):
+        """`params` as a float32 (or float64) tensor `[batch, num_params]`."""
+        params = tf.convert_to_tensor(params)
+        params = tf.cast(params, coordinate_dtype(params.dtype))
+        return tf.reshape(params, [-1, self.num_params])
+
+    def grid(self, params, size, align_corners=False):
+        """Sampling grid `[batch, height, width, 2]` for `params`.
+
+        Args:
+            params: float tensor `[batch, num_params]`.
+            size: `(height, width)` of the output.
+            align_corners: bool, as in PyTorch.
+        """
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<Transform {self.name!r}: {self.num_params} parameters>"
+
+
+class _LinearAffine(Transform):
+    """An affine transform whose 6 entries are linear in the parameters."""
+
+    expansion = None  # [num_params, 6]
+    offset = None  # [6]
+
+    def to_affine(self, params):
+        """The `[batch, 6]` row-major affine θ of `params`."""
+        params = self.flatten(params)
+        expansion = tf.constant(self.expansion, dtype=params.dtype)
+        offset = tf.constant(self.offset, dtype=params.dtype)
+        return tf.matmul(params, expansion) + offset
+
+    def grid(self, params, size, align_corners=False):
+        return affine_grid(self.to_affine(params), size, align_corners)
+
+
+class Affine(Transform):
+    """General 2-D affine θ, 6 parameters `[a, b, tx, c, d, ty]` (row-major).
+
+    The localisation net may output `[batch, 6]` or `[batch, 2, 3]`.
+    """
+
+    name = "affine"
+    num_params = 6
+
+    @property
+    def identity(self):
+        return np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)
+
+    def params_shape_error(self, shape):
+        if len(shape) == 3 and tuple(shape[1:]) in ((2, 3), (None, None)):
+            return None
+        error = super().params_shape_error(shape)
+        if error:
+            error += " (or [batch, 2, 3])"
+        return error
+
+    def grid(self, params, size, align_corners=False):
+        return affine_grid(self.flatten(params), size, align_corners)
+
+
+class Attention(_LinearAffine):
+    """The paper's attention: 3 parameters `(s, tx, ty)`.
+
+    θ = `[[s, 0, tx], [0, s, ty]]`: isotropic scale and translation.
+    """
+
+    name = "attention"
+    num_params = 3
+    expansion = np.array(
+        [[1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]],
+        dtype=np.float32,
+    )
+    offset = np.zeros(6, dtype=np.float32)
+
+    @property
+    def identity(self):
+        return np.array([1, 0, 0], dtype=np.float32)
+
+
+class Translation(_LinearAffine):
+    """Pure translation: 2 parameters `(tx, ty)`, θ = `[[1, 0, tx], [0, 1, ty]]`."""
+
+    name = "translation"
+    num_params = 2
+    expansion = np.array(
+        [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32
+    )
+    offset = np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)
+
+    @property
+    def identity(self):
+        return np.array([0, 0], dtype=np.float32)
+
+
+class Projective(Transform):
+    """Homography with h33 = 1: 8 parameters, row-major `h11 … h32`.
+
+    Maps output `(x, y)` to input `(u / w, v / w)` where
+    `(u, v, w) = H @ (x, y, 1)`; `w` is kept at least `1e-6` away from zero
+    (keeping its sign) so a degenerate homography stays finite.
+    """
+
+    name = "projective"
+    num_params = 8
+
+    @property
+    def identity(self):
+        return np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
+
+    def grid(self, params, size, align_corners=False):
+        params = self.flatten(params)
+        ones = tf.ones_like(params[:, :1])
+        matrices = tf.reshape(tf.concat([params, ones], axis=1), [-1, 3, 3])
+        points = homogeneous_transform(matrices, size, align_corners)
+        uv, w = tf.split(points, [2, 1], axis=-1)
+        w = tf.where(
+            w >= 0.0,
+            tf.maximum(w, _PROJECTIVE_EPSILON),
+            tf.minimum(w, -_PROJECTIVE_EPSILON),
+        )
+        return tf.reshape(uv / w, [-1, size[0], size[1], 2])
+
+
+_TRANSFORMS = {
+    cls.name: cls for cls in (Affine, Attention, Translation, Projective)
+}
+SUPPORTED_TRANSFORMS = tuple(_TRANSFORMS)
+
+
+def get(name):
+    """Returns the `Transform` registered under `name`.
+
+    Args:
+        name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
+            `"translation"`, `"projective"`.
+
+    Returns:
+        A `Transform` instance.
+
+    Example:
+
+    >>> keras_stn.transforms.get("attention").num_params
+    3
+    """
+    if isinstance(name, Transform):
+        return name
+    if not isinstance(name, str) or name not in _TRANSFORMS:
+        raise ValueError(
+            "Invalid value for argument `transform`. Expected one of "
+            f"{SUPPORTED_TRANSFORMS}. Received: transform={name!r}"
+        )
+    return _TRANSFORMS[name]()
