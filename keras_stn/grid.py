@@ -41,8 +41,9 @@ def _check_size(size):
 def _linspace(num, align_corners):
     """Normalised coordinates of `num` pixel centres, as PyTorch lays them."""
     if num == 1:
-        # torch.linspace(-1, 1, 1) is [-1]; scaled by (1 - 1) / 1 it is [0].
-        return np.array([-1.0 if align_corners else 0.0])
+        # A single pixel sits at the centre, 0, whatever align_corners (as in
+        # PyTorch >= 1.3).
+        return np.array([0.0])
     index = np.arange(num, dtype=np.float64)
     if align_corners:
         return 2.0 * index / (num - 1) - 1.0

@@ -46,10 +46,13 @@ class Transform:
         """
         if len(shape) == 2 and shape[1] in (self.num_params, None):
             return None
+        return self._shape_message(shape, f"[batch, {self.num_params}]")
+
+    def _shape_message(self, shape, expected):
         return (
             f"The localization_net must output {self.num_params} values per "
             f"example for transform='{self.name}', as a tensor of shape "
-            f"[batch, {self.num_params}]. Received: output shape {tuple(shape)}"
+            f"{expected}. Received: output shape {tuple(shape)}"
         )
 
     def flatten(self, params):
@@ -105,10 +108,9 @@ class Affine(Transform):
     def params_shape_error(self, shape):
         if len(shape) == 3 and tuple(shape[1:]) in ((2, 3), (None, None)):
             return None
-        error = super().params_shape_error(shape)
-        if error:
-            error += " (or [batch, 2, 3])"
-        return error
+        if len(shape) == 2 and shape[1] in (self.num_params, None):
+            return None
+        return self._shape_message(shape, "[batch, 6] or [batch, 2, 3]")
 
     def grid(self, params, size, align_corners=False):
         return affine_grid(self.flatten(params), size, align_corners)

@@ -1,0 +1,52 @@
+"""Shared tolerances, seeds and fixtures of the test suite."""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+# One tolerance table, keyed by dtype. float32: a handful of ulps on values
+# of order 1 after a few multiply-adds; float16: its 11-bit mantissa.
+TOLERANCES = {
+    "float32": {"rtol": 1e-4, "atol": 1e-5},
+    "float16": {"rtol": 1e-3, "atol": 1e-3},
+    "float64": {"rtol": 1e-10, "atol": 1e-10},
+}
+# Exact cases (identity, integer shifts, quarter turns) must hold to this.
+EXACT_ATOL = 1e-6
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+GOLDEN_PATH = REPO_ROOT / "tests" / "golden" / "torch_golden.npz"
+
+
+def mnist_dir():
+    """The folder of the four MNIST IDX files, or None when absent."""
+    candidates = [
+        os.environ.get("KERAS_STN_MNIST_DIR"),
+        REPO_ROOT.parent / "shared" / "data" / "mnist",
+    ]
+    for candidate in candidates:
+        if candidate and (
+            pathlib.Path(candidate) / "train-images-idx3-ubyte.gz"
+        ).exists():
+            return str(candidate)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds():
+    keras.utils.set_random_seed(1234)
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def golden():
+    with np.load(GOLDEN_PATH) as data:
+        return dict(data)

@@ -1,0 +1,83 @@
+"""Records golden values from PyTorch's affine_grid / grid_sample.
+
+Run once, with torch 2.13.0 installed (`pip install torch==2.13.0`), from the
+repository root:
+
+    python tests/golden/make_torch_golden.py
+
+It writes `tests/golden/torch_golden.npz`, which the test suite reads; the
+test suite itself never imports torch. Arrays are stored channels-last
+(NHWC) as keras_stn takes them; PyTorch was given the NCHW transposes.
+"""
+
+import itertools
+import os
+
+import numpy as np
+import torch
+
+INTERPOLATIONS = ("bilinear", "nearest")
+PADDING_MODES = ("zeros", "border", "reflection")
+GRID_SIZES = ((1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (6, 7))
+
+
+def _key(*parts):
+    return "/".join(str(part) for part in parts)
+
+
+def main():
+    rng = np.random.default_rng(20151207)
+    golden = {"torch_version": np.array(torch.__version__)}
+
+    for align_corners in (False, True):
+        for height, width in GRID_SIZES:
+            theta = rng.normal(0.0, 1.0, (3, 2, 3)).astype(np.float32)
+            grid = torch.nn.functional.affine_grid(
+                torch.from_numpy(theta), (3, 1, height, width),
+                align_corners=align_corners)
+            golden[_key("affine_grid", align_corners, height, width, "theta")] = theta
+            golden[_key("affine_grid", align_corners, height, width, "grid")] = grid.numpy()
+
+    # Images of odd and even sizes; grids from random θ near the identity
+    # (reaching outside the image) plus uniform points in [-1.6, 1.6].
+    images = rng.normal(0.0, 1.0, (2, 5, 6, 3)).astype(np.float32)
+    upstream = rng.normal(0.0, 1.0, (2, 4, 7, 3)).astype(np.float32)
+    golden["images"] = images
+    golden["upstream"] = upstream
+    identity = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    theta = (identity + rng.normal(0.0, 0.6, (2, 2, 3))).astype(np.float32)
+    golden["theta"] = theta
+    uniform = rng.uniform(-1.6, 1.6, (2, 4, 7, 2)).astype(np.float32)
+    golden["uniform_grid"] = uniform
+
+    for interpolation, padding_mode, align_corners in itertools.product(
+            INTERPOLATIONS, PADDING_MODES, (False, True)):
+        for grid_name in ("theta", "uniform"):
+            if grid_name == "theta":
+                grid = torch.nn.functional.affine_grid(
+                    torch.from_numpy(theta), (2, 3, 4, 7),
+                    align_corners=align_corners).detach().numpy()
+            else:
+                grid = uniform
+            images_t = torch.from_numpy(images).permute(0, 3, 1, 2).clone()
+            images_t.requires_grad_(True)
+            grid_t = torch.from_numpy(grid).clone().requires_grad_(True)
+            out = torch.nn.functional.grid_sample(
+                images_t, grid_t, mode=interpolation,
+                padding_mode=padding_mode, align_corners=align_corners)
+            out_nhwc = out.permute(0, 2, 3, 1)
+            (out_nhwc * torch.from_numpy(upstream)).sum().backward()
+            prefix = _key(interpolation, padding_mode, align_corners, grid_name)
+            golden[prefix + "/grid"] = grid
+            golden[prefix + "/output"] = out_nhwc.detach().numpy()
+            golden[prefix + "/grad_images"] = (
+                images_t.grad.permute(0, 2, 3, 1).numpy())
+            golden[prefix + "/grad_grid"] = grid_t.grad.numpy()
+
+    path = os.path.join(os.path.dirname(__file__), "torch_golden.npz")
+    np.savez_compressed(path, **golden)
+    print(f"wrote {len(golden)} arrays to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""An independent NumPy reference of affine_grid / grid_sample / homographies.
+
+Written from PyTorch's documented semantics, point by point with plain Python
+loops and float64 arithmetic, sharing no code with `keras_stn`: it is what
+the implementation is checked against, so it must stay simple and obviously
+right rather than fast.
+"""
+
+import math
+
+import numpy as np
+
+
+def pixel_centres(num, align_corners):
+    """Normalised coordinates of the centres of `num` pixels along one axis."""
+    if num == 1:
+        return np.array([0.0])  # the one pixel is centred on the axis
+
+    if align_corners:
+        return np.linspace(-1.0, 1.0, num)
+    # Pixel k spans [-1 + 2k/num, -1 + 2(k+1)/num]; its centre is the middle.
+    return np.array([-1.0 + (2 * k + 1) / num for k in range(num)])
+
+
+def affine_grid(theta, height, width, align_corners):
+    """`[B, H, W, 2]` float64 grid: grid[b, i, j] = theta[b] @ (x_j, y_i, 1)."""
+    theta = np.asarray(theta, dtype=np.float64).reshape(-1, 2, 3)
+    xs = pixel_centres(width, align_corners)
+    ys = pixel_centres(height, align_corners)
+    grid = np.zeros((theta.shape[0], height, width, 2))
+    for b in range(theta.shape[0]):
+        for i in range(height):
+            for j in range(width):
+                point = np.array([xs[j], ys[i], 1.0])
+                grid[b, i, j] = theta[b] @ point
+    return grid
+
+
+def projective_grid(params, height, width, align_corners):
+    """Grid of homographies given as 8 row-major parameters with h33 = 1."""
+    params = np.asarray(params, dtype=np.float64).reshape(-1, 8)
+    xs = pixel_centres(width, align_corners)
+    ys = pixel_centres(height, align_corners)
+    grid = np.zeros((params.shape[0], height, width, 2))
+    for b in range(params.shape[0]):
+        matrix = np.append(params[b], 1.0).reshape(3, 3)
+        for i in range(height):
+            for j in range(width):
+                u, v, w = matrix @ np.array([xs[j], ys[i], 1.0])
+                grid[b, i, j] = (u / w, v / w)
+    return grid
+
+
+def to_pixel(coord, size, align_corners):
+    """Normalised coordinate -> pixel coordinate (pixel k is centred at k)."""
+    if align_corners:
+        return (coord + 1.0) / 2.0 * (size - 1)
+    return ((coord + 1.0) * size - 1.0) / 2.0
+
+
+def reflect(coord, low, high):
+    """Mirrors `coord` at `low` and `high` until it lies between them.
+
+    Folding one mirror at a time (not the closed form of the implementation).
+    """
+    if high <= low:
+        return low
+    span = high - low
+    # Shift by whole periods (2 * span) first, so the loop is short.
+    coord = low + math.fmod(coord - low, 2.0 * span)
+    if coord < low:
+        coord += 2.0 * span
+    while coord < low or coord > high:
+        if coord > high:
+            coord = 2.0 * high - coord
+        if coord < low:
+            coord = 2.0 * low - coord
+    return coord
+
+
+def source_pixel(coord, size, padding_mode, align_corners):
+    """Pixel coordinate to read for a normalised `coord` under `padding_mode`."""
+    pixel = to_pixel(coord, size, align_corners)
+    if padding_mode == "border":
+        pixel = min(max(pixel, 0.0), size - 1.0)
+    elif padding_mode == "reflection":
+        if align_corners:
+            pixel = reflect(pixel, 0.0, size - 1.0)
+        else:
+            pixel = reflect(pixel, -0.5, size - 0.5)
+        pixel = min(max(pixel, 0.0), size - 1.0)
+    return pixel
+
+
+def grid_sample(images, grid, interpolation, padding_mode, align_corners):
+    """NHWC images sampled at `grid` [B, Ho, Wo, 2], as PyTorch's grid_sample."""
+    images = np.asarray(images, dtype=np.float64)
+    grid = np.asarray(grid, dtype=np.float64)
+    batch, height, width, channels = images.shape
+    out = np.zeros(grid.shape[:3] + (channels,))
+
+    def read(b, row, col):
+        if 0 <= row < height and 0 <= col < width:
+            return images[b, row, col]
+        return np.zeros(channels)
+
+    for b in range(batch):
+        for i in range(grid.shape[1]):
+            for j in range(grid.shape[2]):
+                x = source_pixel(grid[b, i, j, 0], width, padding_mode,
+                                 align_corners)
+                y = source_pixel(grid[b, i, j, 1], height, padding_mode,
+                                 align_corners)
+                if interpolation == "nearest":
+                    # np.rint rounds half to even, like C's nearbyint.
+                    out[b, i, j] = read(b, int(np.rint(y)), int(np.rint(x)))
+                    continue
+                left, top = math.floor(x), math.floor(y)
+                fx, fy = x - left, y - top
+                out[b, i, j] = (
+                    (1 - fx) * (1 - fy) * read(b, top, left)
+                    + fx * (1 - fy) * read(b, top, left + 1)
+                    + (1 - fx) * fy * read(b, top + 1, left)
+                    + fx * fy * read(b, top + 1, left + 1)
+                )
+    return out

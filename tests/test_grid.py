@@ -1,0 +1,102 @@
+"""Grid generator: meshgrid and affine_grid."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_stn
+from keras_stn.grid import meshgrid
+from tests import reference
+from tests.conftest import EXACT_ATOL
+from tests.conftest import TOLERANCES
+
+SIZES = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (6, 7)]
+
+
+class TestMeshgrid:
+    @pytest.mark.parametrize("align_corners", [False, True])
+    @pytest.mark.parametrize("size", SIZES)
+    def test_matches_reference(self, size, align_corners):
+        grid = meshgrid(*size, align_corners=align_corners).numpy()
+        expected = reference.affine_grid(
+            [[1, 0, 0], [0, 1, 0]], *size, align_corners
+        )[0]
+        assert grid.shape == size + (2,)
+        assert grid.dtype == np.float32
+        np.testing.assert_allclose(grid, expected, atol=EXACT_ATOL)
+
+    def test_corner_conventions(self):
+        # align_corners=True: corner pixel centres at ±1.
+        grid = meshgrid(3, 5, align_corners=True).numpy()
+        np.testing.assert_array_equal(grid[0, :, 0], [-1, -0.5, 0, 0.5, 1])
+        np.testing.assert_array_equal(grid[:, 0, 1], [-1, 0, 1])
+        # align_corners=False: ±1 are pixel edges, centres half a pixel in.
+        grid = meshgrid(2, 4, align_corners=False).numpy()
+        np.testing.assert_array_equal(grid[0, :, 0], [-0.75, -0.25, 0.25, 0.75])
+        np.testing.assert_array_equal(grid[:, 0, 1], [-0.5, 0.5])
+
+    @pytest.mark.parametrize("size", [(0, 3), (3, -1), (2.5, 3), (True, 3)])
+    def test_bad_size(self, size):
+        with pytest.raises((ValueError, TypeError), match="size"):
+            meshgrid(*size)
+
+
+class TestAffineGrid:
+    @pytest.mark.parametrize("align_corners", [False, True])
+    @pytest.mark.parametrize("size", SIZES)
+    def test_matches_torch_golden(self, golden, size, align_corners):
+        prefix = f"affine_grid/{align_corners}/{size[0]}/{size[1]}"
+        theta = golden[prefix + "/theta"]
+        grid = keras_stn.affine_grid(theta, size, align_corners).numpy()
+        np.testing.assert_allclose(
+            grid, golden[prefix + "/grid"], **TOLERANCES["float32"]
+        )
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_matches_numpy_reference(self, rng, align_corners):
+        theta = rng.normal(size=(4, 2, 3)).astype(np.float32)
+        grid = keras_stn.affine_grid(theta, (5, 6), align_corners).numpy()
+        expected = reference.affine_grid(theta, 5, 6, align_corners)
+        np.testing.assert_allclose(grid, expected, **TOLERANCES["float32"])
+
+    def test_flat_and_matrix_theta_agree(self, rng):
+        theta = rng.normal(size=(3, 2, 3)).astype(np.float32)
+        a = keras_stn.affine_grid(theta, (4, 4))
+        b = keras_stn.affine_grid(theta.reshape(3, 6), (4, 4))
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    def test_identity_is_meshgrid(self):
+        theta = np.tile([[1.0, 0, 0, 0, 1, 0]], (2, 1)).astype(np.float32)
+        grid = keras_stn.affine_grid(theta, (3, 7))
+        np.testing.assert_array_equal(grid.numpy()[1], meshgrid(3, 7).numpy())
+
+    def test_grid_is_float32_for_float16_theta(self):
+        theta = tf.constant([[1.0, 0, 0, 0, 1, 0]], tf.float16)
+        assert keras_stn.affine_grid(theta, (2, 2)).dtype == tf.float32
+
+    def test_float64_theta_keeps_float64(self):
+        theta = tf.constant([[1.0, 0, 0, 0, 1, 0]], tf.float64)
+        assert keras_stn.affine_grid(theta, (2, 2)).dtype == tf.float64
+
+    def test_dynamic_batch(self):
+        fn = tf.function(
+            lambda t: keras_stn.affine_grid(t, (3, 4)),
+            input_signature=[tf.TensorSpec([None, 6], tf.float32)],
+        )
+        for batch in (1, 5):
+            theta = np.tile([[1.0, 0, 0, 0, 1, 0]], (batch, 1)).astype("f4")
+            assert fn(theta).shape == (batch, 3, 4, 2)
+
+    @pytest.mark.parametrize("shape", [(2, 5), (2, 3, 3), (6,), (2, 2, 2, 3)])
+    def test_bad_theta_shape(self, shape):
+        with pytest.raises(ValueError, match="theta"):
+            keras_stn.affine_grid(np.zeros(shape, np.float32), (3, 3))
+
+    def test_integer_theta(self):
+        with pytest.raises(TypeError, match="theta"):
+            keras_stn.affine_grid(np.zeros((1, 6), np.int32), (3, 3))
+
+    @pytest.mark.parametrize("size", [(3,), (3, 3, 3, 3), "33", (3, 0)])
+    def test_bad_size(self, size):
+        with pytest.raises(ValueError, match="size"):
+            keras_stn.affine_grid(np.zeros((1, 6), np.float32), size)
