@@ -1,5 +1,7 @@
 """The `SpatialTransformer` Keras layer."""
 
+import copy
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -236,7 +238,8 @@ class SpatialTransformer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Deserialising a functional model consumes its config in place.
+        config = copy.deepcopy(config)
         if isinstance(config.get("localization_net"), dict):
             config["localization_net"] = keras.saving.deserialize_keras_object(
                 config["localization_net"]

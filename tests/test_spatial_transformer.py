@@ -1,0 +1,469 @@
+"""The SpatialTransformer layer: behaviour in models, training, dtype
+policies, distribution, serialisation, SavedModel and bad input."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_stn
+from tests import reference
+from tests.conftest import EXACT_ATOL
+from tests.conftest import REPO_ROOT
+from tests.conftest import TOLERANCES
+from tests.layer_test import run_layer_test
+
+TRANSFORMS = {"affine": 6, "attention": 3, "translation": 2, "projective": 8}
+
+
+def conv_loc_net(transform="affine", **head_kwargs):
+    return keras.Sequential([
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(8, activation="tanh"),
+        keras_stn.localization_head(transform, **head_kwargs),
+    ])
+
+
+def constant_loc_net(values):
+    """A localisation net whose output is `values` for every input."""
+    values = np.asarray(values, np.float32)
+    return keras.Sequential([
+        keras.layers.Flatten(),
+        keras.layers.Dense(
+            values.size,
+            kernel_initializer="zeros",
+            bias_initializer=keras.initializers.Constant(0.0),
+        ),
+        keras.layers.Lambda(lambda t: t + values),
+    ])
+
+
+@keras.saving.register_keras_serializable(package="keras_stn_tests")
+class SubclassedLocNet(keras.Model):
+    def __init__(self, transform="affine", **kwargs):
+        super().__init__(**kwargs)
+        self.transform = transform
+        self.pool = keras.layers.AveragePooling2D(2)
+        self.flatten = keras.layers.Flatten()
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras_stn.localization_head(
+            transform, kernel_initializer=keras.initializers.RandomNormal(
+                stddev=0.01))
+
+    def call(self, inputs, training=None):
+        return self.head(self.hidden(self.flatten(self.pool(inputs))))
+
+    def get_config(self):
+        return {**super().get_config(), "transform": self.transform}
+
+
+class TrainingRecorder(keras.layers.Layer):
+    """Records the `training` flag it is called with (at trace time)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = []
+
+    def call(self, inputs, training=None):
+        self.seen.append(training)
+        return inputs
+
+
+class TestLayerHelper:
+    @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
+    def test_each_transform(self, tmp_path, transform):
+        run_layer_test(
+            lambda: keras_stn.SpatialTransformer(
+                conv_loc_net(transform, kernel_initializer="glorot_uniform"),
+                output_size=(5, 6), transform=transform),
+            input_shape=(3, 9, 10, 2), expected_output_shape=(3, 5, 6, 2),
+            tmp_path=tmp_path,
+        )
+
+    @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+    @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+    def test_modes_and_channels_first(self, tmp_path, interpolation, padding_mode):
+        def make():
+            loc = keras.Sequential([
+                keras.layers.Flatten(),
+                keras_stn.localization_head(
+                    kernel_initializer=keras.initializers.RandomNormal(
+                        stddev=0.05)),
+            ])
+            return keras_stn.SpatialTransformer(
+                loc, interpolation=interpolation, padding_mode=padding_mode,
+                align_corners=True, data_format="channels_first")
+
+        if interpolation == "nearest":
+            # Nearest sampling gives θ no gradient; the helper needs one to
+            # reach the localisation net, so check nearest layers without
+            # the fit step below.
+            layer = make()
+            out = layer(np.ones((2, 3, 6, 7), "float32"))
+            assert out.shape == (2, 3, 6, 7)
+            return
+        run_layer_test(make, input_shape=(2, 3, 6, 7),
+                       expected_output_shape=(2, 3, 6, 7), tmp_path=tmp_path)
+
+    def test_subclassed_loc_net(self, tmp_path):
+        run_layer_test(
+            lambda: keras_stn.SpatialTransformer(SubclassedLocNet(),
+                                                 output_size=(4, 4)),
+            input_shape=(2, 8, 8, 1), expected_output_shape=(2, 4, 4, 1),
+            tmp_path=tmp_path,
+        )
+
+    def test_functional_loc_net(self, tmp_path):
+        def make():
+            inputs = keras.Input((8, 8, 3))
+            hidden = keras.layers.Dense(4)(keras.layers.Flatten()(inputs))
+            theta = keras_stn.localization_head(
+                "attention", kernel_initializer="glorot_uniform")(hidden)
+            return keras_stn.SpatialTransformer(keras.Model(inputs, theta),
+                                                transform="attention")
+
+        run_layer_test(make, input_shape=(2, 8, 8, 3),
+                       expected_output_shape=(2, 8, 8, 3), tmp_path=tmp_path)
+
+
+class TestInModels:
+    def test_first_layer_of_sequential(self):
+        model = keras.Sequential([
+            keras.Input((12, 12, 1)),
+            keras_stn.SpatialTransformer(conv_loc_net(), output_size=(6, 6)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ])
+        assert model.output_shape == (None, 3)
+        assert model(np.zeros((5, 12, 12, 1), "float32")).shape == (5, 3)
+
+    def test_inside_functional_model(self):
+        inputs = keras.Input((10, 10, 2))
+        features = keras.layers.Conv2D(3, 3, padding="same")(inputs)
+        warped = keras_stn.SpatialTransformer(conv_loc_net())(features)
+        outputs = keras.layers.Concatenate()([warped, features])
+        model = keras.Model(inputs, outputs)
+        assert model.output_shape == (None, 10, 10, 6)
+        assert model(np.ones((2, 10, 10, 2), "float32")).shape == (2, 10, 10, 6)
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_fresh_layer_is_identity(self, rng, align_corners):
+        images = rng.uniform(size=(3, 9, 7, 2)).astype(np.float32)
+        layer = keras_stn.SpatialTransformer(conv_loc_net(),
+                                             align_corners=align_corners)
+        np.testing.assert_allclose(layer(images).numpy(), images,
+                                   atol=EXACT_ATOL)
+
+    def test_theta_as_matrix(self, rng):
+        images = rng.uniform(size=(2, 6, 6, 1)).astype(np.float32)
+        loc = keras.Sequential([
+            keras.layers.Flatten(), keras_stn.localization_head(),
+            keras.layers.Reshape((2, 3)),
+        ])
+        out = keras_stn.SpatialTransformer(loc)(images)
+        np.testing.assert_allclose(out.numpy(), images, atol=EXACT_ATOL)
+
+    def test_compute_output_shape(self):
+        layer = keras_stn.SpatialTransformer(conv_loc_net(), output_size=(3, 5))
+        assert layer.compute_output_shape((None, 8, 9, 4)) == (None, 3, 5, 4)
+        layer = keras_stn.SpatialTransformer(conv_loc_net(),
+                                             data_format="channels_first")
+        assert layer.compute_output_shape((2, 4, 8, 9)) == (2, 4, 8, 9)
+
+    def test_channels_first_equals_channels_last(self, rng):
+        images = rng.uniform(size=(2, 7, 8, 3)).astype(np.float32)
+        theta = [0.9, 0.2, 0.1, -0.3, 1.1, -0.05]
+        last = keras_stn.SpatialTransformer(constant_loc_net(theta),
+                                            output_size=(5, 4))
+        first = keras_stn.SpatialTransformer(
+            constant_loc_net(theta), output_size=(5, 4),
+            data_format="channels_first")
+        out_last = last(images).numpy()
+        out_first = first(np.transpose(images, (0, 3, 1, 2))).numpy()
+        np.testing.assert_allclose(np.transpose(out_first, (0, 2, 3, 1)),
+                                   out_last, atol=EXACT_ATOL)
+
+    def test_training_flag_reaches_loc_net(self):
+        recorder = TrainingRecorder()
+        loc = keras.Sequential([recorder, keras.layers.Flatten(),
+                                keras_stn.localization_head()])
+        layer = keras_stn.SpatialTransformer(loc)
+        images = np.ones((1, 4, 4, 1), "float32")
+        layer(images, training=True)
+        layer(images, training=False)
+        assert recorder.seen[-2:] == [True, False]
+
+    def test_gradients_reach_loc_net_and_input(self, rng):
+        layer = keras_stn.SpatialTransformer(
+            conv_loc_net(kernel_initializer="glorot_uniform"),
+            output_size=(6, 6))
+        images = tf.constant(rng.uniform(size=(2, 9, 9, 1)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            loss = tf.reduce_sum(layer(images) ** 2)
+        grads = tape.gradient(loss, [images] + layer.trainable_weights)
+        assert len(layer.trainable_weights) == 6  # conv, dense, head
+        for grad in grads:
+            assert grad is not None
+            assert np.abs(tf.convert_to_tensor(grad).numpy()).max() > 0
+
+    def test_fit_lowers_loss(self, rng):
+        # Learn to undo a fixed shift of smooth blobs (on white noise the
+        # loss would have a local minimum at every integer shift).
+        rows, cols = np.mgrid[0:10, 0:10]
+        centres = rng.uniform(2, 8, (64, 2, 1, 1))
+        images = np.exp(-((rows - centres[:, 0]) ** 2
+                          + (cols - centres[:, 1]) ** 2) / (2 * 2.0 ** 2))
+        images = images[..., None].astype(np.float32)
+        targets = np.zeros_like(images)
+        targets[:, :, :-2] = images[:, :, 2:]
+        model = keras.Sequential([
+            keras.Input((10, 10, 1)),
+            keras_stn.SpatialTransformer(
+                keras.Sequential([keras.layers.GlobalAveragePooling2D(),
+                                  keras_stn.localization_head("translation")]),
+                transform="translation"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
+        history = model.fit(images, targets, epochs=25, batch_size=16,
+                            verbose=0)
+        losses = history.history["loss"]
+        assert losses[-1] < 0.5 * losses[0]
+        # It found the shift: tx ≈ 2 pixels = 0.4 normalised units.
+        theta = model.layers[0].localization_net(images[:4]).numpy()
+        np.testing.assert_allclose(theta[:, 0], 0.4, atol=0.05)
+
+    def test_xla_and_tf_function_match_eager(self, rng):
+        images = rng.uniform(size=(2, 8, 8, 2)).astype(np.float32)
+        layer = keras_stn.SpatialTransformer(
+            conv_loc_net("projective", kernel_initializer="glorot_uniform"),
+            transform="projective", output_size=(5, 5))
+        eager = layer(images).numpy()
+        for jit in (False, True):
+            out = tf.function(layer, jit_compile=jit)(images).numpy()
+            np.testing.assert_allclose(out, eager, atol=EXACT_ATOL)
+
+
+class TestTransforms:
+    def _sample(self, transform, params, images, size, align_corners=False):
+        layer = keras_stn.SpatialTransformer(
+            constant_loc_net(params), output_size=size, transform=transform,
+            align_corners=align_corners)
+        return layer(images).numpy()
+
+    @pytest.mark.parametrize("transform,params,theta", [
+        ("attention", [0.5, 0.2, -0.3], [0.5, 0, 0.2, 0, 0.5, -0.3]),
+        ("translation", [0.25, -0.5], [1, 0, 0.25, 0, 1, -0.5]),
+        ("projective", [0.9, 0.1, 0.2, -0.1, 1.2, 0.0, 0.0, 0.0],
+         [0.9, 0.1, 0.2, -0.1, 1.2, 0.0]),
+    ])
+    def test_matches_equivalent_affine(self, rng, transform, params, theta):
+        images = rng.uniform(size=(2, 8, 9, 2)).astype(np.float32)
+        out = self._sample(transform, params, images, (6, 7))
+        expected = reference.grid_sample(
+            images, reference.affine_grid(np.tile(theta, (2, 1)), 6, 7, False),
+            "bilinear", "zeros", False)
+        np.testing.assert_allclose(out, expected, **TOLERANCES["float32"])
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_projective_matches_reference(self, rng, align_corners):
+        images = rng.uniform(size=(1, 8, 9, 2)).astype(np.float32)
+        params = [1.0, 0.1, 0.05, -0.1, 0.9, 0.1, 0.2, -0.15]
+        out = self._sample("projective", params, images, (6, 7), align_corners)
+        grid = reference.projective_grid(params, 6, 7, align_corners)
+        expected = reference.grid_sample(images, grid, "bilinear", "zeros",
+                                         align_corners)
+        np.testing.assert_allclose(out, expected, **TOLERANCES["float32"])
+
+    def test_identity_parameters(self):
+        for name, count in TRANSFORMS.items():
+            transform = keras_stn.transforms.get(name)
+            assert transform.num_params == count
+            assert transform.identity.shape == (count,)
+            grid = transform.grid(transform.identity[None], (4, 5)).numpy()
+            np.testing.assert_allclose(
+                grid[0], keras_stn.grid.meshgrid(4, 5).numpy(), atol=EXACT_ATOL)
+
+    def test_projective_degenerate_is_finite(self):
+        # w = 0 on the whole line x = 0 and negative beyond it.
+        params = np.array([[1, 0, 0, 0, 1, 0, -1, 0]], np.float32)
+        grid = keras_stn.transforms.get("projective").grid(params, (5, 5))
+        assert np.isfinite(grid.numpy()).all()
+
+
+class TestDtypePolicy:
+    def test_mixed_float16(self, rng):
+        images = rng.uniform(size=(2, 64, 200, 1)).astype(np.float32)
+        theta = [0.95, 0.05, 0.013, -0.04, 0.9, 0.021]
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            layer = keras_stn.SpatialTransformer(constant_loc_net(theta))
+            out = layer(images)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        assert out.dtype == tf.float16
+        assert layer.compute_dtype == "float16"
+        # Pixel coordinates near 200 in float16 would be off by up to 1/16
+        # pixel; a float32 grid keeps the result within float16 rounding of
+        # the values themselves.
+        # θ itself comes out of the float16 localisation net rounded.
+        theta16 = np.asarray(theta, np.float16)
+        grid = reference.affine_grid([theta16, theta16], 64, 200, False)
+        expected = reference.grid_sample(images.astype(np.float16), grid,
+                                         "bilinear", "zeros", False)
+        np.testing.assert_allclose(out.numpy().astype(np.float64), expected,
+                                   **TOLERANCES["float16"])
+
+
+class TestDistribution:
+    def test_mirrored_strategy_two_logical_cpus(self):
+        # Logical devices must be set before TensorFlow initialises, so this
+        # runs in a fresh interpreter.
+        script = textwrap.dedent("""
+            import numpy as np, tensorflow as tf, keras, keras_stn
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+            strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+            assert strategy.num_replicas_in_sync == 2
+            with strategy.scope():
+                loc = keras.Sequential([
+                    keras.layers.Flatten(),
+                    keras_stn.localization_head(
+                        kernel_initializer=keras.initializers.RandomNormal(
+                            stddev=0.01, seed=1))])
+                model = keras.Sequential([
+                    keras.Input((8, 8, 1)),
+                    keras_stn.SpatialTransformer(loc, output_size=(6, 6)),
+                    keras.layers.Flatten(), keras.layers.Dense(2)])
+                model.compile("sgd", "mse")
+            before = [w.numpy().copy() for w in loc.weights]
+            x = np.random.default_rng(0).uniform(size=(8, 8, 8, 1))
+            y = np.ones((8, 2))
+            history = model.fit(x.astype("float32"), y.astype("float32"),
+                                batch_size=8, epochs=1, verbose=0)
+            assert np.isfinite(history.history["loss"][0])
+            changed = [np.abs(b - w.numpy()).max() > 0
+                       for b, w in zip(before, loc.weights)]
+            assert all(changed), changed
+            print("OK", history.history["loss"][0])
+        """)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=REPO_ROOT, env=env,
+            capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "OK" in result.stdout
+
+
+class TestSavedModel:
+    @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
+    def test_export_serves_two_batch_sizes(self, rng, tmp_path, transform):
+        model = keras.Sequential([
+            keras.Input((9, 9, 2)),
+            keras_stn.SpatialTransformer(
+                conv_loc_net(transform, kernel_initializer="glorot_uniform"),
+                output_size=(6, 7), transform=transform),
+        ])
+        path = str(tmp_path / "saved_model")
+        model.export(path, verbose=False)
+        served = tf.saved_model.load(path)
+        for batch in (1, 5):
+            images = rng.uniform(size=(batch, 9, 9, 2)).astype(np.float32)
+            out = served.serve(images).numpy()
+            assert out.shape == (batch, 6, 7, 2)
+            np.testing.assert_allclose(out, model(images).numpy(),
+                                       atol=EXACT_ATOL)
+
+
+HOSTILE_VALUES = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+
+
+class TestHostileTheta:
+    @pytest.mark.parametrize("value", HOSTILE_VALUES)
+    @pytest.mark.parametrize("transform", sorted(TRANSFORMS))
+    def test_finite_output(self, rng, value, transform):
+        images = rng.uniform(size=(2, 6, 7, 1)).astype(np.float32)
+        params = np.full(TRANSFORMS[transform], value, np.float32)
+        for interpolation in ("bilinear", "nearest"):
+            for padding_mode in ("zeros", "border", "reflection"):
+                layer = keras_stn.SpatialTransformer(
+                    constant_loc_net(params), transform=transform,
+                    interpolation=interpolation, padding_mode=padding_mode)
+                for fn in (layer, tf.function(layer),
+                           tf.function(layer, jit_compile=True)):
+                    out = fn(images).numpy()
+                    assert np.isfinite(out).all()
+                    assert out.min() >= 0 and out.max() <= images.max() + 1e-6
+
+
+class TestBadInput:
+    def test_loc_net_not_a_layer(self):
+        with pytest.raises(TypeError, match=r"localization_net.*function"):
+            keras_stn.SpatialTransformer(lambda x: x)
+
+    @pytest.mark.parametrize("argument,value", [
+        ("transform", "similarity"), ("interpolation", "bicubicc"),
+        ("padding_mode", "wrap"), ("data_format", "NHWC"),
+    ])
+    def test_unknown_names(self, argument, value):
+        with pytest.raises(ValueError,
+                           match=rf"`{argument}`.*Expected one of.*{value}"):
+            keras_stn.SpatialTransformer(conv_loc_net(), **{argument: value})
+
+    @pytest.mark.parametrize("output_size", [
+        (28,), (0, 5), (5, -1), [3, 3, 3], "28x28", 28])
+    def test_bad_output_size_value(self, output_size):
+        with pytest.raises(ValueError, match=r"output_size.*Received"):
+            keras_stn.SpatialTransformer(conv_loc_net(),
+                                         output_size=output_size)
+
+    @pytest.mark.parametrize("output_size", [(2.5, 3), (True, 3), ("a", 3)])
+    def test_bad_output_size_type(self, output_size):
+        with pytest.raises(TypeError, match=r"output_size.*Received"):
+            keras_stn.SpatialTransformer(conv_loc_net(),
+                                         output_size=output_size)
+
+    def test_align_corners_not_bool(self):
+        with pytest.raises(TypeError, match="align_corners"):
+            keras_stn.SpatialTransformer(conv_loc_net(), align_corners=1)
+
+    def test_input_not_rank_4(self):
+        layer = keras_stn.SpatialTransformer(conv_loc_net())
+        with pytest.raises(ValueError, match=r"rank-4.*\(None, 8, 8\)"):
+            layer(keras.Input((8, 8)))
+
+    @pytest.mark.parametrize("transform,wrong", [
+        ("affine", 4), ("attention", 6), ("projective", 6)])
+    def test_loc_net_output_size_mismatch(self, transform, wrong):
+        loc = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(wrong)])
+        layer = keras_stn.SpatialTransformer(loc, transform=transform)
+        expected = TRANSFORMS[transform]
+        with pytest.raises(ValueError,
+                           match=rf"{expected} values.*Received.*{wrong}\)"):
+            layer.build((None, 8, 8, 1))
+
+    def test_non_float_images(self):
+        layer = keras_stn.SpatialTransformer(conv_loc_net())
+        with pytest.raises(TypeError, match="floating.*int32"):
+            layer(tf.zeros((1, 8, 8, 1), tf.int32))
+
+    def test_unknown_spatial_size_needs_output_size(self):
+        layer = keras_stn.SpatialTransformer(
+            keras.Sequential([keras.layers.GlobalAveragePooling2D(),
+                              keras_stn.localization_head()]))
+        with pytest.raises(ValueError, match="output_size"):
+            layer.build((None, None, None, 3))
+        sized = keras_stn.SpatialTransformer(
+            keras.Sequential([keras.layers.GlobalAveragePooling2D(),
+                              keras_stn.localization_head()]),
+            output_size=(4, 4))
+        out = sized(np.ones((1, 9, 11, 3), "float32"))
+        assert out.shape == (1, 4, 4, 3)
