@@ -15,6 +15,7 @@ if _keras.backend.backend() != "tensorflow":
         f"Received: backend={_keras.backend.backend()!r}"
     )
 
+from keras_stn import datasets
 from keras_stn import grid
 from keras_stn import sampling
 from keras_stn import transforms
@@ -30,6 +31,7 @@ __all__ = [
     "IdentityInitializer",
     "SpatialTransformer",
     "affine_grid",
+    "datasets",
     "grid",
     "grid_sample",
     "localization_head",

@@ -50,3 +50,8 @@ def rng():
 def golden():
     with np.load(GOLDEN_PATH) as data:
         return dict(data)
+
+
+# Scripts, not test modules: the golden-value recorder imports torch, which
+# the test suite must not need.
+collect_ignore_glob = ["golden/*.py"]

@@ -1,0 +1,59 @@
+"""Prints keras_stn's largest deviation from the recorded PyTorch values.
+
+    python tests/golden/max_deviation.py
+
+Covers every affine_grid case and every interpolation × padding ×
+align_corners case of grid_sample (outputs and gradients w.r.t. images and
+grid) in `torch_golden.npz`. Needs no torch.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import keras_stn
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "torch_golden.npz")
+
+
+def main():
+    golden = dict(np.load(GOLDEN))
+    worst = {"affine_grid": 0.0, "output": 0.0, "grad_images": 0.0,
+             "grad_grid": 0.0}
+    for key in golden:
+        parts = key.split("/")
+        if parts[0] == "affine_grid" and parts[-1] == "grid":
+            prefix = "/".join(parts[:-1])
+            size = (int(parts[2]), int(parts[3]))
+            grid = keras_stn.affine_grid(golden[prefix + "/theta"], size,
+                                         parts[1] == "True")
+            worst["affine_grid"] = max(
+                worst["affine_grid"], np.abs(grid.numpy() - golden[key]).max())
+        elif len(parts) == 5 and parts[-1] == "output":
+            prefix = "/".join(parts[:4])
+            interpolation, padding_mode = parts[0], parts[1]
+            images = tf.constant(golden["images"])
+            grid = tf.constant(golden[prefix + "/grid"])
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch([images, grid])
+                out = keras_stn.grid_sample(images, grid, interpolation,
+                                            padding_mode, parts[2] == "True")
+                loss = tf.reduce_sum(out * golden["upstream"])
+            grad_grid = tape.gradient(loss, grid)
+            grad_grid = (np.zeros(grid.shape) if grad_grid is None
+                         else grad_grid.numpy())
+            found = {
+                "output": out.numpy(),
+                "grad_images": tape.gradient(loss, images).numpy(),
+                "grad_grid": grad_grid,
+            }
+            for name, value in found.items():
+                worst[name] = max(worst[name], np.abs(
+                    value - golden[f"{prefix}/{name}"]).max())
+    print(f"torch {golden['torch_version']}: max |keras_stn - torch| = "
+          + ", ".join(f"{name} {value:.2e}" for name, value in worst.items()))
+
+
+if __name__ == "__main__":
+    main()

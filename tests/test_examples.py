@@ -1,0 +1,89 @@
+"""Examples, README code blocks and the MNIST loader, end to end."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_stn
+from tests.conftest import REPO_ROOT
+from tests.conftest import mnist_dir
+
+MNIST_DIR = mnist_dir()
+needs_mnist = pytest.mark.skipif(
+    MNIST_DIR is None,
+    reason="the MNIST IDX folder (../shared/data/mnist or "
+    "$KERAS_STN_MNIST_DIR) is absent; tests never download",
+)
+
+
+def _env():
+    return dict(os.environ, KERAS_STN_MNIST_DIR=MNIST_DIR or "",
+                TF_CPP_MIN_LOG_LEVEL="2")
+
+
+class TestMnistLoader:
+    @needs_mnist
+    def test_test_split_is_real_mnist(self):
+        dataset = keras_stn.datasets.load_mnist("test", mnist_dir=MNIST_DIR)
+        images, labels = next(iter(dataset.batch(10000)))
+        images, labels = images.numpy(), labels.numpy()
+        assert images.shape == (10000, 28, 28, 1)
+        assert images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0
+        # Facts of the original test set (shared/data/mnist/SOURCE.md).
+        np.testing.assert_array_equal(
+            np.bincount(labels),
+            [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+        assert abs(images.mean() * 255 - 33.79) < 0.01
+
+    def test_bad_split(self):
+        with pytest.raises(ValueError, match="split.*validation"):
+            keras_stn.datasets.load_mnist("validation")
+
+    def test_folder_without_idx_files(self, tmp_path):
+        with pytest.raises(ValueError, match="mnist_dir.*lacks"):
+            keras_stn.datasets.load_mnist("test", mnist_dir=str(tmp_path))
+
+
+@needs_mnist
+def test_quickstart_smoke(tmp_path):
+    output_dir = tmp_path / "quickstart"
+    result = subprocess.run(
+        [sys.executable, "examples/quickstart.py", "--smoke",
+         "--output-dir", str(output_dir)],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output_dir / "report.json").read_text())
+    assert report["epochs"] == 1 and report["steps_per_epoch"] == 3
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    assert report["reload_max_deviation"]["keras"] <= 1e-5
+    assert report["reload_max_deviation"]["saved_model"] <= 1e-5
+    assert (output_dir / "model.keras").is_file()
+    assert (output_dir / "saved_model" / "saved_model.pb").is_file()
+
+
+def readme_python_blocks():
+    text = (REPO_ROOT / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_readme_has_code():
+    assert len(readme_python_blocks()) >= 2
+
+
+@needs_mnist
+def test_readme_python_blocks_run(tmp_path):
+    # The blocks run in order in one namespace, as a reader would paste
+    # them, in a fresh process and folder so their files land there.
+    script = "\n\n".join(readme_python_blocks())
+    (tmp_path / "readme_blocks.py").write_text(script)
+    result = subprocess.run(
+        [sys.executable, "readme_blocks.py"], cwd=tmp_path, env=_env(),
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
