@@ -16,9 +16,13 @@ if _keras.backend.backend() != "tensorflow":
     )
 
 from keras_stn import datasets
+from keras_stn import export
 from keras_stn import grid
 from keras_stn import sampling
 from keras_stn import transforms
+from keras_stn.export import export_tflite
+from keras_stn.export import run_tflite
+from keras_stn.export import tflite_ops
 from keras_stn.grid import affine_grid
 from keras_stn.initializers import IdentityInitializer
 from keras_stn.initializers import localization_head
@@ -32,9 +36,13 @@ __all__ = [
     "SpatialTransformer",
     "affine_grid",
     "datasets",
+    "export",
+    "export_tflite",
     "grid",
     "grid_sample",
     "localization_head",
+    "run_tflite",
     "sampling",
+    "tflite_ops",
     "transforms",
 ]

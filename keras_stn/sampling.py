@@ -185,7 +185,9 @@ def grid_sample(
         height, width = _dim(images, 1), _dim(images, 2)
         channels = _dim(images, 3)
 
-        x, y = tf.unstack(grid, num=2, axis=-1)
+        # Two single-output slices (not one UNPACK): selective quantisation
+        # at export can then keep each of them in float by name.
+        x, y = grid[..., 0], grid[..., 1]
         x = _source_coordinates(x, width, padding_mode, align_corners)
         y = _source_coordinates(y, height, padding_mode, align_corners)
         width_f = tf.cast(width, coord_dtype)

@@ -13,6 +13,8 @@ from keras_stn.sampling import check_padding_mode
 from keras_stn.sampling import grid_sample
 
 _SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
+GRID_SCOPE = "grid_generator"
+SAMPLER_SCOPE = "sampler"
 
 
 def _check_output_size(output_size):
@@ -201,16 +203,20 @@ class SpatialTransformer(keras.layers.Layer):
         images = inputs
         if self.data_format == "channels_first":
             images = tf.transpose(images, [0, 2, 3, 1])
-        grid = self._transform.grid(
-            theta, self._target_size(inputs.shape), self.align_corners
-        )
-        outputs = grid_sample(
-            images,
-            grid,
-            interpolation=self.interpolation,
-            padding_mode=self.padding_mode,
-            align_corners=self.align_corners,
-        )
+        # Named scopes let the TFLite exporter find the coordinate path and
+        # keep it in float when the rest of the model is quantised.
+        with tf.name_scope(GRID_SCOPE):
+            grid = self._transform.grid(
+                theta, self._target_size(inputs.shape), self.align_corners
+            )
+        with tf.name_scope(SAMPLER_SCOPE):
+            outputs = grid_sample(
+                images,
+                grid,
+                interpolation=self.interpolation,
+                padding_mode=self.padding_mode,
+                align_corners=self.align_corners,
+            )
         if self.data_format == "channels_first":
             outputs = tf.transpose(outputs, [0, 3, 1, 2])
         return outputs

@@ -1,0 +1,375 @@
+"""Deployment: builtins-only TFLite conversion, op listing and inference.
+
+SavedModel export needs nothing of ours: `model.export(path)` (Keras 3)
+writes a SavedModel whose `serve` endpoint takes any batch size.
+
+`export_tflite` converts a Keras model (or a SavedModel folder) with
+TFLite's builtin ops only and refuses any model that would need Flex
+(Select TF), custom or control-flow ops. Quantisation keeps the spatial
+transformer's coordinate path (θ, grid and sampling arithmetic) in float:
+8-bit grid coordinates would move samples by whole pixels.
+"""
+
+import os
+import re
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
+# Besides custom ops (Select TF ops among them, listed as "CUSTOM:<code>",
+# e.g. "CUSTOM:FlexImageProjectiveTransformV3"), a builtins-only model of
+# ours has no control flow.
+_CONTROL_FLOW_OPS = ("WHILE", "IF")
+# Name scopes of the coordinate path: those of SpatialTransformer.call and
+# of the public ops, for models that call `affine_grid`/`grid_sample` directly.
+_GRID_PATTERN = re.compile(r"(^|/)(grid_generator|affine_grid)/")
+_COORDINATE_PATTERN = re.compile(
+    r"(^|/)(grid_generator|sampler|affine_grid|grid_sample)/"
+)
+
+
+def _builtin_names():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {
+        value: name
+        for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_") and isinstance(value, int)
+    }
+
+
+def _read_graph(flatbuffer):
+    """Ops of every subgraph as dicts: name, inputs, outputs (tensor names)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    builtin_names = _builtin_names()
+    op_names = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = builtin_names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            name = "CUSTOM:" + (code.CustomCode() or b"").decode()
+        op_names.append(name)
+    ops = []
+    for graph_index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(graph_index)
+        tensors = [
+            graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())
+        ]
+
+        def names(indices):
+            return [tensors[i] for i in indices if i >= 0]
+
+        for op_index in range(graph.OperatorsLength()):
+            op = graph.Operators(op_index)
+            ops.append({
+                "name": op_names[op.OpcodeIndex()],
+                "inputs": names(op.InputsAsNumpy()) if op.InputsLength() else [],
+                "outputs": names(op.OutputsAsNumpy()) if op.OutputsLength() else [],
+            })
+    return ops
+
+
+def _check_tflite_path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Invalid value for argument `path`. Expected a file path ending "
+            f"in '.tflite'. Received: path={path!r}"
+        )
+    if not os.fspath(path).endswith(".tflite"):
+        raise ValueError(
+            "Invalid value for argument `path`. Expected a file path ending "
+            f"in '.tflite'. Received: path={os.fspath(path)!r}"
+        )
+    return os.fspath(path)
+
+
+def tflite_ops(path):
+    """The sorted TFLite operator names a `.tflite` model uses.
+
+    Builtin ops are named as in TFLite's schema (`"GATHER"`,
+    `"BATCH_MATMUL"` …); custom ops, including Select TF ops, as
+    `"CUSTOM:<code>"` (e.g. `"CUSTOM:FlexImageProjectiveTransformV3"`).
+
+    Args:
+        path: path of a `.tflite` file.
+
+    Returns:
+        A sorted list of distinct operator names.
+
+    Example:
+
+    ```python
+    assert "GATHER" in keras_stn.tflite_ops("saved_models/stn.tflite")
+    ```
+    """
+    path = _check_tflite_path(path)
+    with open(path, "rb") as file:
+        flatbuffer = file.read()
+    return sorted({op["name"] for op in _read_graph(flatbuffer)})
+
+
+def _forbidden(op_names):
+    return sorted(
+        name for name in set(op_names)
+        if name.startswith("CUSTOM") or "FLEX" in name.upper()
+        or name in _CONTROL_FLOW_OPS
+    )
+
+
+def _float_path_nodes(ops):
+    """Output tensor names to keep in float when quantising to int8.
+
+    The ops in the coordinate scopes, plus the ops that produce θ (the inputs
+    of the grid generator coming from outside it), so that θ itself is not
+    rounded to 8 bits.
+    """
+    inside = [
+        op for op in ops
+        if any(_COORDINATE_PATTERN.search(name) for name in op["outputs"])
+    ]
+    nodes = {name for op in inside for name in op["outputs"]}
+    grid_inputs = {
+        name
+        for op in inside
+        if any(_GRID_PATTERN.search(out) for out in op["outputs"])
+        for name in op["inputs"]
+        if name not in nodes
+    }
+    for op in ops:
+        if grid_inputs.intersection(op["outputs"]):
+            nodes.update(op["outputs"])
+    return sorted(nodes)
+
+
+def _convert(saved_model_dir, quantization, representative_dataset):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization is None:
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+    if quantization == "dynamic_range":
+        return converter.convert()
+    # Full-integer int8, except for the coordinate path: ops that cannot
+    # (or, for the denylisted ones, must not) be quantised stay in float.
+    float_model = _convert(saved_model_dir, None, None)
+    denylist = _float_path_nodes(_read_graph(float_model))
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
+    with warnings.catch_warnings():
+        # The debugger (TF's own selective-quantisation tool) still builds a
+        # tf.lite.Interpreter internally, which warns of its deprecation.
+        warnings.filterwarnings(
+            "ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated"
+        )
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=denylist
+            ),
+        )
+        return debugger.get_nondebug_quantized_model()
+
+
+def export_tflite(model, path, quantization=None, representative_dataset=None):
+    """Converts a model to TFLite with builtin ops only and writes it.
+
+    The batch dimension stays dynamic: `run_tflite` (or any LiteRT
+    interpreter after `resize_tensor_input`) runs the file at any batch size.
+
+    Args:
+        model: a `keras.Model`, or the path of a SavedModel folder (as
+            written by `model.export(path)`).
+        path: the `.tflite` file to write.
+        quantization: `None` (float32), `"float16"` (float16 weights),
+            `"dynamic_range"` (int8 weights, float activations) or `"int8"`
+            (int8 weights and activations, calibrated on
+            `representative_dataset`; float32 inputs and outputs). In every
+            mode the spatial transformers' θ, grids and sampling arithmetic
+            stay in float, so samples land where the float model puts them.
+        representative_dataset: for `"int8"`, a callable returning an
+            iterable of lists of input arrays (one list per calibration
+            batch), as TFLite's converter takes.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: if `path` does not end in `.tflite`, `quantization` is
+            unknown, `"int8"` lacks a representative dataset, or the model
+            would need ops that are not TFLite builtins (named in the
+            message).
+
+    Example:
+
+    ```python
+    keras_stn.export_tflite(model, "saved_models/stn.tflite")
+    outputs = keras_stn.run_tflite("saved_models/stn.tflite", images)
+    ```
+    """
+    path = _check_tflite_path(path)
+    if quantization not in _SUPPORTED_QUANTIZATION:
+        raise ValueError(
+            "Invalid value for argument `quantization`. Expected one of "
+            f"{_SUPPORTED_QUANTIZATION}. Received: quantization={quantization!r}"
+        )
+    if quantization == "int8" and representative_dataset is None:
+        raise ValueError(
+            "Argument `representative_dataset` is required for "
+            "quantization='int8': a callable yielding lists of input arrays "
+            "for calibration. Received: representative_dataset=None"
+        )
+    if representative_dataset is not None and not callable(representative_dataset):
+        raise TypeError(
+            "Invalid value for argument `representative_dataset`. Expected a "
+            "callable returning an iterable of lists of input arrays. "
+            f"Received: {type(representative_dataset).__name__}"
+        )
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if isinstance(model, (str, os.PathLike)):
+            saved_model_dir = os.fspath(model)
+            if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+                raise ValueError(
+                    "Invalid value for argument `model`. Expected a keras.Model "
+                    "or a SavedModel folder (holding saved_model.pb). "
+                    f"Received: model={saved_model_dir!r}"
+                )
+        elif isinstance(model, keras.Model):
+            saved_model_dir = os.path.join(scratch, "saved_model")
+            model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        else:
+            raise TypeError(
+                "Invalid value for argument `model`. Expected a keras.Model or "
+                f"a SavedModel folder path. Received: {type(model).__name__}"
+            )
+        try:
+            flatbuffer = _convert(saved_model_dir, quantization,
+                                  representative_dataset)
+        except Exception as error:  # the converter's own error types vary
+            raise ValueError(
+                "The model cannot be converted to TFLite with builtin ops "
+                "only (no Flex/Select TF or custom ops). Converter said: "
+                f"{error}"
+            ) from error
+
+    forbidden = _forbidden(op["name"] for op in _read_graph(flatbuffer))
+    if forbidden:
+        raise ValueError(
+            "The converted model needs ops that are not TFLite builtins: "
+            f"{forbidden}. keras_stn models never do; the offending ops come "
+            "from elsewhere in the model."
+        )
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(flatbuffer)
+    return path
+
+
+def _quantize(array, detail):
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return array.astype(detail["dtype"])
+    info = np.iinfo(detail["dtype"])
+    quantized = np.round(array / scale + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(array, detail):
+    scale, zero_point = detail["quantization"]
+    if not scale or not np.issubdtype(array.dtype, np.integer):
+        return array
+    return (array.astype(np.float32) - zero_point) * scale
+
+
+def _natural_key(name):
+    return [int(part) if part.isdigit() else part
+            for part in re.split(r"(\d+)", name)]
+
+
+def run_tflite(path, inputs, num_threads=None):
+    """Runs a `.tflite` model with LiteRT (`ai_edge_litert`).
+
+    The input tensors are resized to the arrays given, so one file serves
+    any batch size; integer-quantised inputs and outputs are (de)quantised
+    with the model's own scale and zero point.
+
+    Args:
+        path: path of a `.tflite` file.
+        inputs: an array; a list of arrays in the order of the model's
+            serving signature (its input names, sorted); or a dict from
+            input name to array.
+        num_threads: interpreter threads; `None` for LiteRT's default.
+
+    Returns:
+        One float array for a single-output model, else a list of them in
+        output order (`output_0`, `output_1`, … of a Keras export).
+
+    Example:
+
+    ```python
+    logits = keras_stn.run_tflite("saved_models/stn.tflite", images)
+    ```
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = _check_tflite_path(path)
+    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        raise ValueError(
+            f"The model at {path!r} has no serving signature; convert it with "
+            "keras_stn.export_tflite."
+        )
+    key = "serving_default" if "serving_default" in signatures else next(
+        iter(signatures))
+    runner = interpreter.get_signature_runner(key)
+    input_details = runner.get_input_details()
+    names = sorted(input_details, key=_natural_key)
+    if isinstance(inputs, dict):
+        arrays = dict(inputs)
+    else:
+        listed = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if len(listed) != len(names):
+            raise ValueError(
+                f"Invalid value for argument `inputs`. The model takes "
+                f"{len(names)} input(s) {names}. Received: {len(listed)} "
+                "array(s)"
+            )
+        arrays = dict(zip(names, listed))
+    if sorted(arrays) != sorted(names):
+        raise ValueError(
+            f"Invalid value for argument `inputs`. Expected inputs named "
+            f"{names}. Received: {sorted(arrays)}"
+        )
+    feed = {}
+    for name, array in arrays.items():
+        detail = input_details[name]
+        array = np.asarray(array)
+        if np.issubdtype(detail["dtype"], np.integer) and not np.issubdtype(
+            array.dtype, np.integer
+        ):
+            array = _quantize(array, detail)
+        feed[name] = array.astype(detail["dtype"])
+    results = runner(**feed)
+    output_details = runner.get_output_details()
+    outputs = [
+        _dequantize(results[name], output_details[name])
+        for name in sorted(results, key=_natural_key)
+    ]
+    return outputs[0] if len(outputs) == 1 else outputs
