@@ -1,0 +1,112 @@
+"""The `keras-stn` command line: thin wrappers over the package's functions."""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+_QUANTIZATION_CHOICES = ("float32", "float16", "dynamic_range", "int8")
+
+
+def _load_calibration(path, count):
+    """First array of a `.npy` / `.npz` file, at most `count` examples."""
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            array = data[data.files[0]]
+    else:
+        array = np.load(path)
+    return np.asarray(array, dtype=np.float32)[:count]
+
+
+def _export(args):
+    import keras
+
+    from keras_stn import export
+
+    model = keras.saving.load_model(args.model)
+    if args.saved_model:
+        model.export(args.saved_model, verbose=False)
+        print(f"SavedModel: {args.saved_model}")
+    if not args.tflite:
+        return 0
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if args.calibration_data:
+        samples = _load_calibration(args.calibration_data, args.calibration_size)
+        if samples.shape[1:] != input_shape:
+            raise SystemExit(
+                f"--calibration-data holds arrays of shape {samples.shape[1:]}; "
+                f"the model takes {input_shape}")
+    elif args.quantization == "int8":
+        raise SystemExit("--quantization int8 needs --calibration-data FILE.npy "
+                         "(real inputs, batch first)")
+    else:
+        # No data given: parity on uniform inputs in [0, 1].
+        rng = np.random.default_rng(0)
+        samples = rng.uniform(size=(8,) + input_shape).astype(np.float32)
+
+    def representative_dataset():
+        for sample in samples:
+            yield [sample[None]]
+
+    quantization = None if args.quantization == "float32" else args.quantization
+    source = args.saved_model or model
+    path = export.export_tflite(
+        source, args.tflite, quantization=quantization,
+        representative_dataset=representative_dataset
+        if quantization == "int8" else None)
+    ops = export.tflite_ops(path)
+    batch = samples[:32]
+    expected = np.asarray(model(batch))
+    actual = export.run_tflite(path, batch)
+    if isinstance(actual, list):
+        actual = actual[0]
+    deviation = float(np.abs(actual - expected).max())
+    print(f"TFLite: {path} ({os.path.getsize(path):,} bytes, "
+          f"quantization={args.quantization})")
+    print(f"ops ({len(ops)}): {', '.join(ops)}")
+    print(f"parity: max |TFLite - Keras| = {deviation:.3g} over "
+          f"{len(batch)} inputs")
+    if expected.ndim == 2 and expected.shape[-1] > 1:
+        agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
+        print(f"parity: top-1 agreement {agreement:.2%}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-stn",
+        description="Spatial Transformer Networks for Keras 3: tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export_parser = commands.add_parser(
+        "export", help="export a .keras model to SavedModel and/or TFLite",
+        description="Export a .keras model to a SavedModel folder and/or a "
+                    "builtins-only .tflite file; prints the TFLite op list, "
+                    "size and parity with Keras.")
+    export_parser.add_argument("model", help="the .keras file")
+    export_parser.add_argument("--saved-model", metavar="DIR",
+                               help="write a SavedModel here")
+    export_parser.add_argument("--tflite", metavar="FILE",
+                               help="write a .tflite file here")
+    export_parser.add_argument("--quantization", default="float32",
+                               choices=_QUANTIZATION_CHOICES)
+    export_parser.add_argument(
+        "--calibration-data", metavar="FILE",
+        help=".npy/.npz of real inputs (batch first): int8 calibration and "
+             "the parity check")
+    export_parser.add_argument("--calibration-size", type=int, default=200,
+                               help="examples of --calibration-data to use")
+    export_parser.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "export" and not (args.saved_model or args.tflite):
+        build_parser().error("export needs --saved-model DIR and/or --tflite FILE")
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""Deployment: builtins-only TFLite (float32, float16, dynamic range, int8)
+run in LiteRT, SavedModel, hostile θ, the CLI and bad input."""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_stn
+from keras_stn.export import _read_graph
+from tests.conftest import REPO_ROOT
+from tests.conftest import mnist_dir
+
+TRANSFORMS = ("affine", "attention", "translation", "projective")
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "mnist_st_cnn.keras"
+FORBIDDEN_WORDS = ("FLEX", "CUSTOM", "WHILE")
+
+
+def st_model(transform="affine", interpolation="bilinear",
+             padding_mode="zeros", align_corners=False, input_shape=(10, 12, 2),
+             output_size=(7, 9)):
+    # Small random kernels: θ varies with the input, around the identity.
+    loc = keras.Sequential([
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras_stn.localization_head(
+            transform, kernel_initializer=keras.initializers.RandomNormal(
+                stddev=0.3, seed=1)),
+    ])
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras_stn.SpatialTransformer(
+            loc, output_size=output_size, transform=transform,
+            interpolation=interpolation, padding_mode=padding_mode,
+            align_corners=align_corners),
+    ])
+
+
+def assert_builtins_only(ops):
+    bad = [op for op in ops if any(word in op.upper() for word in FORBIDDEN_WORDS)]
+    assert not bad, f"non-builtin ops: {bad}"
+
+
+COMBINATIONS = list(itertools.product(
+    TRANSFORMS, ("bilinear", "nearest"), ("zeros", "border", "reflection"),
+    (False, True)))
+
+
+@pytest.mark.parametrize(
+    "transform,interpolation,padding_mode,align_corners", COMBINATIONS)
+def test_float32_builtins_and_parity(tmp_path, transform, interpolation,
+                                     padding_mode, align_corners):
+    model = st_model(transform, interpolation, padding_mode, align_corners)
+    path = keras_stn.export_tflite(model, str(tmp_path / "m.tflite"))
+    assert path == str(tmp_path / "m.tflite")
+    ops = keras_stn.tflite_ops(path)
+    assert_builtins_only(ops)
+    assert "GATHER" in ops
+    rng = np.random.default_rng(0)
+    # One file, two batch sizes.
+    for batch in (1, 6):
+        images = rng.uniform(size=(batch, 10, 12, 2)).astype(np.float32)
+        expected = model(images).numpy()
+        actual = keras_stn.run_tflite(path, images)
+        assert actual.shape == expected.shape
+        if interpolation == "nearest":
+            # A θ differing in the last ulp may flip a sample lying exactly
+            # between two pixels; all others must agree.
+            mismatch = np.abs(actual - expected) > 1e-4
+            assert mismatch.mean() < 0.01
+        else:
+            np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_batch_stays_dynamic_and_no_batch_sized_constants(tmp_path):
+    model = st_model(input_shape=(28, 28, 1), output_size=(28, 28))
+    path = keras_stn.export_tflite(model, str(tmp_path / "m.tflite"))
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(model_path=path).get_input_details()[0]
+    assert signature["shape_signature"][0] == -1
+    for batch in (1, 64):
+        images = np.ones((batch, 28, 28, 1), np.float32)
+        assert keras_stn.run_tflite(path, images).shape == (batch, 28, 28, 1)
+
+    # Converting the model with a *static* batch of 1 and of 64 gives files
+    # of (almost) the same size: nothing in the graph scales with the batch.
+    # A baked [64, 28, 28] index constant alone would add 200 KB.
+    sizes = []
+    for batch in (1, 64):
+        function = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([batch, 28, 28, 1], tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        sizes.append(len(converter.convert()))
+    assert abs(sizes[1] - sizes[0]) < 1024, sizes
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e30, -1e30])
+@pytest.mark.parametrize("transform", ["affine", "projective"])
+def test_hostile_theta_in_litert(tmp_path, transform, value):
+    num_params = keras_stn.transforms.get(transform).num_params
+    for interpolation, padding_mode in itertools.product(
+            ("bilinear", "nearest"), ("zeros", "border", "reflection")):
+        loc = keras.Sequential([
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_params, kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(value)),
+        ])
+        model = keras.Sequential([
+            keras.Input((6, 7, 2)),
+            keras_stn.SpatialTransformer(
+                loc, transform=transform, interpolation=interpolation,
+                padding_mode=padding_mode),
+        ])
+        path = keras_stn.export_tflite(model, str(tmp_path / "hostile.tflite"))
+        images = np.random.default_rng(0).uniform(size=(3, 6, 7, 2))
+        out = keras_stn.run_tflite(path, images.astype(np.float32))
+        assert np.isfinite(out).all()
+        assert out.min() >= 0 and out.max() <= images.max() + 1e-6
+
+
+def test_float16_within_1e_2(tmp_path):
+    model = st_model("projective", input_shape=(28, 28, 1), output_size=(20, 20))
+    path = keras_stn.export_tflite(model, str(tmp_path / "m16.tflite"),
+                                   quantization="float16")
+    assert_builtins_only(keras_stn.tflite_ops(path))
+    images = np.random.default_rng(1).uniform(size=(4, 28, 28, 1))
+    images = images.astype(np.float32)
+    np.testing.assert_allclose(keras_stn.run_tflite(path, images),
+                               model(images).numpy(), atol=1e-2, rtol=0)
+
+
+class TestSavedModel:
+    def test_reload_two_batch_sizes_and_tflite_from_directory(self, tmp_path):
+        model = st_model("attention", padding_mode="border")
+        saved_model_dir = str(tmp_path / "saved_model")
+        model.export(saved_model_dir, verbose=False)
+        served = tf.saved_model.load(saved_model_dir)
+        path = keras_stn.export_tflite(saved_model_dir,
+                                       str(tmp_path / "from_dir.tflite"))
+        assert_builtins_only(keras_stn.tflite_ops(path))
+        rng = np.random.default_rng(2)
+        for batch in (2, 9):
+            images = rng.uniform(size=(batch, 10, 12, 2)).astype(np.float32)
+            expected = model(images).numpy()
+            np.testing.assert_allclose(served.serve(images).numpy(), expected,
+                                       atol=1e-5, rtol=0)
+            np.testing.assert_allclose(keras_stn.run_tflite(path, images),
+                                       expected, atol=1e-4, rtol=0)
+
+
+def _rotated_test_digits(count):
+    sys.path.insert(0, str(REPO_ROOT / "examples"))
+    try:
+        import quickstart
+    finally:
+        sys.path.pop(0)
+    test = quickstart.make_dataset("test", mnist_dir(), seed=1, repeat=False)
+    images = np.concatenate([batch[0].numpy() for batch in
+                             test.take(-(-count // quickstart.BATCH_SIZE))])
+    return images[:count]
+
+
+@pytest.fixture(scope="module")
+def trained_two_output_model():
+    """The fixture ST-CNN, rebuilt to output (logits, transformed image)."""
+    trained = keras.saving.load_model(FIXTURE)
+    inputs = keras.Input((28, 28, 1))
+    warped = trained.layers[0](inputs)
+    hidden = warped
+    for layer in trained.layers[1:]:
+        hidden = layer(hidden)
+    return keras.Model(inputs, [hidden, warped])
+
+
+@pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX folder absent")
+@pytest.mark.parametrize("quantization", ["dynamic_range", "int8"])
+def test_quantized_trained_model_agrees(tmp_path, trained_two_output_model,
+                                        quantization):
+    model = trained_two_output_model
+    digits = _rotated_test_digits(1000)
+    calibration = digits[:200]
+
+    def representative_dataset():
+        for image in calibration:
+            yield [image[None]]
+
+    path = keras_stn.export_tflite(
+        model, str(tmp_path / f"{quantization}.tflite"),
+        quantization=quantization,
+        representative_dataset=representative_dataset)
+    assert_builtins_only(keras_stn.tflite_ops(path))
+    expected_logits, expected_images = (t.numpy() for t in model(digits))
+    logits, images = keras_stn.run_tflite(path, digits)
+    agreement = np.mean(logits.argmax(-1) == expected_logits.argmax(-1))
+    assert agreement >= 0.99, agreement
+    # The transformed digits stay where the float model puts them: pixel
+    # values (in [0, 1]) differ by 0.01 on average and 0.05 at the 99th
+    # percentile. (Quantising the grid to 8 bits too gave a mean of 0.12 and
+    # 37 % agreement; see the README.)
+    difference = np.abs(images - expected_images)
+    assert difference.mean() <= 0.01, difference.mean()
+    assert np.percentile(difference, 99) <= 0.05, np.percentile(difference, 99)
+    if quantization == "int8":
+        with open(path, "rb") as file:
+            graph = _read_graph(file.read())
+        assert any(op["name"] == "CONV_2D" for op in graph)
+        assert os.path.getsize(path) < 0.5 * os.path.getsize(FIXTURE)
+
+
+class TestBadInput:
+    def test_path_without_tflite_suffix(self, tmp_path):
+        with pytest.raises(ValueError, match=r"`path`.*\.tflite.*model\.lite"):
+            keras_stn.export_tflite(st_model(), str(tmp_path / "model.lite"))
+
+    def test_unknown_quantization(self, tmp_path):
+        with pytest.raises(ValueError, match=r"`quantization`.*'int4'"):
+            keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"),
+                                    quantization="int4")
+
+    def test_int8_without_representative_dataset(self, tmp_path):
+        with pytest.raises(ValueError, match="representative_dataset"):
+            keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"),
+                                    quantization="int8")
+
+    def test_representative_dataset_not_callable(self, tmp_path):
+        with pytest.raises(TypeError, match="representative_dataset"):
+            keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"),
+                                    quantization="int8",
+                                    representative_dataset=[np.zeros(3)])
+
+    def test_not_a_model(self, tmp_path):
+        with pytest.raises(TypeError, match="model"):
+            keras_stn.export_tflite(42, str(tmp_path / "m.tflite"))
+        with pytest.raises(ValueError, match="saved_model.pb"):
+            keras_stn.export_tflite(str(tmp_path), str(tmp_path / "m.tflite"))
+
+    def test_flex_op_is_refused_by_name(self, tmp_path):
+        # Keras' own image transform needs the Select TF op
+        # ImageProjectiveTransformV3: exactly what keras_stn avoids.
+        inputs = keras.Input((8, 8, 1))
+        outputs = keras.layers.Lambda(
+            lambda x: keras.ops.image.affine_transform(
+                x, keras.ops.convert_to_tensor([[1.0, 0, 0, 0, 1, 0, 0, 0]])))(
+                    inputs)
+        model = keras.Model(inputs, outputs)
+        with pytest.raises(ValueError, match="ImageProjectiveTransform"):
+            keras_stn.export_tflite(model, str(tmp_path / "flex.tflite"))
+        assert not (tmp_path / "flex.tflite").exists()
+
+    def test_run_tflite_wrong_input_count(self, tmp_path):
+        path = keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"))
+        with pytest.raises(ValueError, match="inputs"):
+            keras_stn.run_tflite(path, [np.zeros((1, 10, 12, 2), np.float32)] * 2)
+
+
+def test_cli_export(tmp_path):
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.random.default_rng(0).uniform(
+        size=(16, 28, 28, 1)).astype(np.float32))
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_stn.cli", "export", str(FIXTURE),
+         "--saved-model", str(tmp_path / "sm"), "--tflite",
+         str(tmp_path / "m.tflite"), "--calibration-data", str(calibration)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GATHER" in result.stdout and "parity" in result.stdout
+    assert (tmp_path / "sm" / "saved_model.pb").is_file()
+    assert (tmp_path / "m.tflite").is_file()
+    deviation = float(result.stdout.split("max |TFLite - Keras| = ")[1].split()[0])
+    assert deviation < 1e-4
