@@ -18,6 +18,7 @@ if _keras.backend.backend() != "tensorflow":
 from keras_stn import datasets
 from keras_stn import export
 from keras_stn import grid
+from keras_stn import models
 from keras_stn import sampling
 from keras_stn import transforms
 from keras_stn.export import export_tflite
@@ -41,6 +42,7 @@ __all__ = [
     "grid",
     "grid_sample",
     "localization_head",
+    "models",
     "run_tflite",
     "sampling",
     "tflite_ops",

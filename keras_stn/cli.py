@@ -73,11 +73,26 @@ def _export(args):
     return 0
 
 
+def _train(args):
+    from keras_stn import experiment
+
+    experiment.run_from_args(args)
+    return 0
+
+
 def build_parser():
+    from keras_stn import experiment
+
     parser = argparse.ArgumentParser(
         prog="keras-stn",
         description="Spatial Transformer Networks for Keras 3: tools.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser(
+        "train", help="the main job: CNN vs ST-CNN on distorted MNIST",
+        description=experiment.__doc__.splitlines()[0])
+    experiment.add_arguments(train_parser)
+    train_parser.set_defaults(handler=_train)
 
     export_parser = commands.add_parser(
         "export", help="export a .keras model to SavedModel and/or TFLite",

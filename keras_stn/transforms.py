@@ -179,8 +179,103 @@ class Projective(Transform):
         return tf.reshape(uv / w, [-1, size[0], size[1], 2])
 
 
+def _tps_kernel(squared_distance):
+    """U(r) = r² log r², with U(0) = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = squared_distance * np.log(squared_distance)
+    return np.where(squared_distance > 0, values, 0.0)
+
+
+class ThinPlateSpline(Transform):
+    """Thin-plate spline through an n×n grid of control points.
+
+    The control points sit on a regular n×n grid over the output, at
+    normalised coordinates `linspace(-1, 1, n)` in x and y (row-major, x
+    fastest). θ holds, for each control point, the **source position**
+    `(x, y)` in the input it maps to: `2 n²` values ordered
+    `x0, y0, x1, y1, …`. The identity θ is the control points themselves.
+    Every other output point maps to the thin-plate-spline interpolation
+    (kernel `U(r) = r² log r²` plus an affine part) of those positions.
+
+    The spline system depends only on the control points, so it is solved
+    once, in NumPy: the grid is one matmul of a constant
+    `[height * width, n²]` matrix with θ — TFLite builtins only, no run-time
+    matrix inverse.
+
+    Args:
+        control_points: n, the number of control points per side (≥ 2).
+    """
+
+    name = "tps"
+
+    def __init__(self, control_points=4):
+        if isinstance(control_points, (bool, np.bool_)) or not isinstance(
+            control_points, (int, np.integer)
+        ) or control_points < 2:
+            raise ValueError(
+                "Invalid value for argument `control_points`. Expected an "
+                "int n >= 2 (an n×n grid). Received: "
+                f"control_points={control_points!r}"
+            )
+        self.control_points = int(control_points)
+        self.num_params = 2 * self.control_points**2
+        side = np.linspace(-1.0, 1.0, self.control_points)
+        x, y = np.meshgrid(side, side)
+        self._points = np.stack([x.ravel(), y.ravel()], axis=-1)  # [K, 2]
+        count = len(self._points)
+        affine = np.concatenate([np.ones((count, 1)), self._points], axis=1)
+        system = np.zeros((count + 3, count + 3))
+        system[:count, :count] = _tps_kernel(
+            np.sum((self._points[:, None] - self._points[None]) ** 2, -1)
+        )
+        system[:count, count:] = affine
+        system[count:, :count] = affine.T
+        # Only the columns that multiply the positions matter: the spline's
+        # coefficients are inverse[:, :K] @ positions.
+        self._inverse = np.linalg.inv(system)[:, :count]
+        self._matrices = {}
+
+    @property
+    def identity(self):
+        return self._points.astype(np.float32).ravel()
+
+    def interpolation_matrix(self, size, align_corners=False):
+        """NumPy `[height * width, n²]` matrix M with grid = M @ positions."""
+        key = (tuple(size), align_corners)
+        if key not in self._matrices:
+            from keras_stn.grid import _homogeneous_meshgrid
+
+            targets = _homogeneous_meshgrid(size[0], size[1], align_corners)
+            targets = targets[:, :2].astype(np.float64)
+            kernel = _tps_kernel(
+                np.sum((targets[:, None] - self._points[None]) ** 2, -1)
+            )
+            basis = np.concatenate(
+                [kernel, np.ones((len(targets), 1)), targets], axis=1
+            )
+            self._matrices[key] = basis @ self._inverse
+        return self._matrices[key]
+
+    def grid(self, params, size, align_corners=False):
+        params = self.flatten(params)
+        count = self.control_points**2
+        positions = tf.reshape(params, [-1, count, 2])
+        matrix = tf.constant(
+            self.interpolation_matrix(size, align_corners), dtype=params.dtype
+        )
+        grid = tf.matmul(tf.expand_dims(matrix, 0), positions)
+        return tf.reshape(grid, [-1, size[0], size[1], 2])
+
+    def __repr__(self):
+        return (
+            f"<Transform 'tps': {self.control_points}x{self.control_points} "
+            f"control points, {self.num_params} parameters>"
+        )
+
+
 _TRANSFORMS = {
-    cls.name: cls for cls in (Affine, Attention, Translation, Projective)
+    cls.name: cls
+    for cls in (Affine, Attention, Translation, Projective, ThinPlateSpline)
 }
 SUPPORTED_TRANSFORMS = tuple(_TRANSFORMS)
 
@@ -190,7 +285,9 @@ def get(name):
 
     Args:
         name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
-            `"translation"`, `"projective"`.
+            `"translation"`, `"projective"`, `"tps"` (thin-plate spline
+            with the default 4×4 control points; build `ThinPlateSpline(n)`
+            for others).
 
     Returns:
         A `Transform` instance.

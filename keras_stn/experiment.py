@@ -1,0 +1,300 @@
+"""The main job: CNN vs ST-CNN on the paper's distorted MNIST, end to end.
+
+`run()` is what `keras-stn train` and `examples/distorted_mnist.py` execute:
+
+1. Data: `datasets.distorted_mnist` — fresh distortions every pass over the
+   training set, one fixed test set per seed (generated once, cached, and
+   scored by both models).
+2. Models: `models.paper_cnn` and `models.paper_st_cnn` (the transformer
+   downsamples 42 and 60 pixel canvases).
+3. Train each with Adam and a cosine learning-rate decay, with a Keras
+   progress bar; time every epoch.
+4. Evaluate both on the same test images.
+5. Export the ST-CNN: `model.keras`, a SavedModel, a builtins-only
+   `model.tflite` whose parity with Keras is checked; `report.json`;
+   `transforms.png` (test inputs beside the transformer's outputs) and
+   `training_curves.png`.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_stn import datasets
+from keras_stn import export
+from keras_stn import models
+
+# Jaderberg et al. 2015, Table 1: % test error of the CNN baseline and of the
+# ST-CNN (affine; TC: the paper's best ST-CNN).
+PAPER_TEST_ERROR = {
+    "R": {"cnn": 1.2, "st_cnn": 0.7},
+    "RTS": {"cnn": 0.8, "st_cnn": 0.5},
+    "P": {"cnn": 1.5, "st_cnn": 0.8},
+    "E": {"cnn": 1.4, "st_cnn": 1.2},
+    "TC": {"cnn": 3.5, "st_cnn": 1.7},
+}
+# The transformer's output canvas: 42 and 60 pixel inputs are downsampled.
+ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
+                  "TC": (30, 30)}
+DEFAULTS = {"distortion": "RTS", "epochs": 10, "steps_per_epoch": 500,
+            "batch_size": 64, "learning_rate": 1e-3, "test_examples": 10000,
+            "seed": 0}
+SMOKE = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16,
+         "test_examples": 64}
+# TFLite float32 must agree with Keras to this (logits; float rounding).
+TFLITE_PARITY_TOLERANCE = 1e-3
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _train(model, train, epochs, steps_per_epoch, learning_rate, verbose):
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=epochs * steps_per_epoch)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    timer = _EpochTimer()
+    history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        shuffle=False, callbacks=[timer], verbose=verbose)
+    return history.history, timer.seconds
+
+
+def _save_pictures(output_dir, st_cnn, test, histories, distortion):
+    # Imported here: matplotlib is an optional (examples) dependency.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, labels = next(iter(test.unbatch().batch(16)))
+    warped = st_cnn.layers[0](images).numpy()
+    predictions = st_cnn.predict(images, verbose=0).argmax(-1)
+    figure, axes = plt.subplots(4, 8, figsize=(12, 6.6))
+    for index in range(16):
+        row, col = 2 * (index // 8), index % 8
+        axes[row, col].imshow(images[index, ..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[row + 1, col].imshow(warped[index, ..., 0], cmap="gray",
+                                  vmin=0, vmax=1)
+        axes[row, col].set_title(f"input ({int(labels[index])})", fontsize=8)
+        axes[row + 1, col].set_title(f"ST output → {predictions[index]}",
+                                     fontsize=8)
+    for axis in axes.ravel():
+        axis.axis("off")
+    figure.suptitle(f"{distortion}-distorted MNIST test digits and what the "
+                    "spatial transformer feeds the CNN")
+    figure.tight_layout()
+    figure.savefig(os.path.join(output_dir, "transforms.png"), dpi=80)
+    plt.close(figure)
+
+    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, history in histories.items():
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        loss_axis.plot(epochs, history["loss"], marker="o", label=name)
+        error_axis.plot(epochs, 100 * (1 - np.array(history["accuracy"])),
+                        marker="o", label=name)
+    loss_axis.set(xlabel="epoch", ylabel="training loss", yscale="log")
+    error_axis.set(xlabel="epoch", ylabel="training error (%)", yscale="log")
+    for axis in (loss_axis, error_axis):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"Training on {distortion}-distorted MNIST")
+    figure.tight_layout()
+    figure.savefig(os.path.join(output_dir, "training_curves.png"), dpi=80)
+    plt.close(figure)
+
+
+def _export(output_dir, st_cnn, test):
+    keras_path = os.path.join(output_dir, "model.keras")
+    st_cnn.save(keras_path)
+    saved_model_dir = os.path.join(output_dir, "saved_model")
+    st_cnn.export(saved_model_dir, verbose=False)
+    tflite_path = export.export_tflite(
+        st_cnn, os.path.join(output_dir, "model.tflite"))
+    images, _ = next(iter(test))
+    expected = st_cnn.predict(images, verbose=0)
+    reloaded = keras.saving.load_model(keras_path).predict(images, verbose=0)
+    # Keep the loaded object alive while its function runs.
+    loaded = tf.saved_model.load(saved_model_dir)
+    served = loaded.serve(images).numpy()
+    litert = export.run_tflite(tflite_path, images.numpy())
+    parity = {
+        "keras_reload_max_abs": float(np.abs(reloaded - expected).max()),
+        "saved_model_max_abs": float(np.abs(served - expected).max()),
+        "tflite_max_abs": float(np.abs(litert - expected).max()),
+        "tflite_top1_agreement": float(np.mean(
+            litert.argmax(-1) == expected.argmax(-1))),
+        "examples": int(len(images)),
+    }
+    worst = max(parity["keras_reload_max_abs"], parity["saved_model_max_abs"],
+                parity["tflite_max_abs"])
+    if worst > TFLITE_PARITY_TOLERANCE:
+        raise RuntimeError(f"exported models disagree with Keras: {parity}")
+    return {
+        "files": {"keras": keras_path, "saved_model": saved_model_dir,
+                  "tflite": tflite_path},
+        "tflite_ops": export.tflite_ops(tflite_path),
+        "tflite_bytes": os.path.getsize(tflite_path),
+        "parity": parity,
+    }
+
+
+def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
+        steps_per_epoch=DEFAULTS["steps_per_epoch"],
+        batch_size=DEFAULTS["batch_size"],
+        learning_rate=DEFAULTS["learning_rate"],
+        test_examples=DEFAULTS["test_examples"], seed=DEFAULTS["seed"],
+        output_dir="saved_models", run_name=None, mnist_dir=None,
+        data_dir=None, smoke=False, verbose=1):
+    """Trains the CNN baseline and the ST-CNN on one distortion and reports.
+
+    Args:
+        distortion: one of `datasets.DISTORTIONS`.
+        epochs, steps_per_epoch, batch_size, learning_rate: training budget
+            (the same for both models); the learning rate follows a cosine
+            decay to zero.
+        test_examples: how many test digits (of 10,000) to score.
+        seed: seeds the weights, the training stream and the test set.
+        output_dir: parent folder of the run's folder.
+        run_name: the run's folder name; defaults to the distortion, in
+            lower case (`saved_models/rts/`), with `-smoke` for smoke runs.
+        mnist_dir, data_dir: as in `datasets.load_mnist`.
+        smoke: a few steps on 64 test digits, to check the whole pipeline.
+        verbose: Keras' `fit` verbosity (1: progress bar).
+
+    Returns:
+        The report, also written to `<output_dir>/<run_name>/report.json`.
+    """
+    if smoke:
+        epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
+        batch_size = SMOKE["batch_size"]
+        test_examples = min(test_examples, SMOKE["test_examples"])
+    if distortion not in datasets.DISTORTIONS:
+        raise ValueError(
+            "Invalid value for argument `distortion`. Expected one of "
+            f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
+    run_name = run_name or distortion.lower() + ("-smoke" if smoke else "")
+    run_dir = os.path.join(output_dir, run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    start = time.perf_counter()
+
+    # -- Data
+    train = datasets.distorted_mnist(
+        "train", distortion, seed=seed, repeat=True, mnist_dir=mnist_dir,
+        data_dir=data_dir).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    test = datasets.distorted_mnist(
+        "test", distortion, seed=seed, mnist_dir=mnist_dir, data_dir=data_dir)
+    test = test.take(test_examples).batch(256).cache()
+    size = datasets.CANVAS_SIZES[distortion]
+
+    # -- Models, training, evaluation
+    results, histories, trained = {}, {}, {}
+    builders = {
+        "cnn": lambda: models.paper_cnn((size, size, 1)),
+        "st_cnn": lambda: models.paper_st_cnn(
+            (size, size, 1), output_size=ST_OUTPUT_SIZE[distortion]),
+    }
+    for name, build in builders.items():
+        keras.utils.set_random_seed(seed)
+        model = build()
+        print(f"\n== {name} on {distortion}: {model.count_params():,} "
+              f"parameters, {epochs} × {steps_per_epoch} steps of {batch_size}")
+        history, seconds = _train(model, train, epochs, steps_per_epoch,
+                                  learning_rate, verbose)
+        _, accuracy = model.evaluate(test, verbose=0)
+        results[name] = {
+            "test_error_percent": round(100.0 * (1.0 - accuracy), 2),
+            "parameters": int(model.count_params()),
+            "seconds_per_epoch": [round(s, 1) for s in seconds],
+            "train_seconds": round(sum(seconds), 1),
+            "final_train_loss": round(float(history["loss"][-1]), 4),
+            "paper_test_error_percent": PAPER_TEST_ERROR[distortion][name],
+        }
+        histories[name] = history
+        trained[name] = model
+        print(f"== {name}: test error {results[name]['test_error_percent']:.2f} % "
+              f"(paper {PAPER_TEST_ERROR[distortion][name]} %)")
+
+    # -- Export and pictures
+    exported = _export(run_dir, trained["st_cnn"], test)
+    _save_pictures(run_dir, trained["st_cnn"], test, histories, distortion)
+
+    report = {
+        "distortion": distortion,
+        "canvas": size,
+        "st_output_size": ST_OUTPUT_SIZE[distortion] or (size, size),
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": batch_size,
+        "examples_seen_per_model": epochs * steps_per_epoch * batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "test_examples": test_examples,
+        "smoke": smoke,
+        "models": results,
+        "st_cnn_beats_cnn": results["st_cnn"]["test_error_percent"]
+        < results["cnn"]["test_error_percent"],
+        "export": exported,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "environment": {"tensorflow": tf.__version__,
+                        "keras": keras.__version__,
+                        "cpus": os.cpu_count()},
+        "history": {name: {key: [round(float(v), 5) for v in values]
+                           for key, values in history.items()}
+                    for name, history in histories.items()},
+    }
+    with open(os.path.join(run_dir, "report.json"), "w") as file:
+        json.dump(report, file, indent=2)
+    print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
+          f"{results['st_cnn']['test_error_percent']:.2f} % test error on "
+          f"{distortion}; {report['wall_seconds']:.0f} s; wrote {run_dir}/")
+    return report
+
+
+def add_arguments(parser):
+    """The command-line flags of `run`, shared by the CLI and the example."""
+    parser.add_argument("--distortion", default=DEFAULTS["distortion"],
+                        choices=datasets.DISTORTIONS)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    parser.add_argument("--steps-per-epoch", type=int,
+                        default=DEFAULTS["steps_per_epoch"])
+    parser.add_argument("--batch-size", type=int,
+                        default=DEFAULTS["batch_size"])
+    parser.add_argument("--learning-rate", type=float,
+                        default=DEFAULTS["learning_rate"])
+    parser.add_argument("--test-examples", type=int,
+                        default=DEFAULTS["test_examples"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--output-dir", default="saved_models")
+    parser.add_argument("--run-name", default=None)
+    parser.add_argument("--mnist-dir", default=None,
+                        help="folder of the four MNIST IDX files (default "
+                             "$KERAS_STN_MNIST_DIR; unset: download)")
+    parser.add_argument("--data-dir", default=None,
+                        help="tensorflow-datasets data folder")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps, to check the pipeline in seconds")
+    return parser
+
+
+def run_from_args(args):
+    return run(distortion=args.distortion, epochs=args.epochs,
+               steps_per_epoch=args.steps_per_epoch,
+               batch_size=args.batch_size, learning_rate=args.learning_rate,
+               test_examples=args.test_examples, seed=args.seed,
+               output_dir=args.output_dir, run_name=args.run_name,
+               mnist_dir=args.mnist_dir, data_dir=args.data_dir,
+               smoke=args.smoke)

@@ -1,0 +1,101 @@
+"""The paper's distorted-MNIST models: the CNN baseline and the ST-CNN.
+
+Jaderberg et al. (2015), section 4.1 and appendix A: the baseline CNN has two
+convolutional layers (9×9 then 7×7), each followed by ReLU and 2×2 max
+pooling, and a classifier; the ST-CNN puts a spatial transformer, whose
+localisation net is a small CNN (two 5×5 convolutions of 20 filters with max
+pooling, a 50-unit layer), before the same CNN. For 42×42 and 60×60 inputs the
+transformer outputs a smaller canvas, downsampling as it attends.
+"""
+
+import keras
+
+from keras_stn.initializers import localization_head
+from keras_stn.spatial_transformer import SpatialTransformer
+
+
+def paper_cnn_layers(filters=(32, 64), num_classes=10):
+    """The baseline's layers, without an input: conv 9×9 → pool → conv 7×7 → pool → dense."""
+    return [
+        keras.layers.Conv2D(filters[0], 9, activation="relu", name="conv_9x9"),
+        keras.layers.MaxPooling2D(2, name="pool_1"),
+        keras.layers.Conv2D(filters[1], 7, activation="relu", name="conv_7x7"),
+        keras.layers.MaxPooling2D(2, name="pool_2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(num_classes, name="logits"),
+    ]
+
+
+def paper_cnn(input_shape, filters=(32, 64), num_classes=10, name="cnn"):
+    """The paper's CNN baseline.
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        filters: filters of the 9×9 and 7×7 convolutions.
+        num_classes: outputs (logits).
+        name: model name.
+
+    Returns:
+        A `keras.Sequential` model returning logits.
+
+    Example:
+
+    >>> keras_stn.models.paper_cnn((28, 28, 1)).output_shape
+    (None, 10)
+    """
+    return keras.Sequential(
+        [keras.Input(input_shape)] + paper_cnn_layers(filters, num_classes),
+        name=name,
+    )
+
+
+def paper_localization_net(transform="affine", name="localization_net"):
+    """The paper's CNN localisation net, ending at the identity transform.
+
+    max-pool 2 → conv 5×5 (20) → max-pool 2 → conv 5×5 (20) → dense 50 →
+    `localization_head(transform)`.
+    """
+    return keras.Sequential([
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(20, 5, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(20, 5, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(50, activation="relu"),
+        localization_head(transform),
+    ], name=name)
+
+
+def paper_st_cnn(input_shape, output_size=None, transform="affine",
+                 filters=(32, 64), num_classes=10, name="st_cnn"):
+    """The paper's ST-CNN: a spatial transformer before the baseline CNN.
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        output_size: the transformer's output `(height, width)`; `None`
+            keeps the input size (the paper downsamples 42 and 60 pixel
+            inputs).
+        transform: the transformer's parameterisation.
+        filters, num_classes: as in `paper_cnn`.
+        name: model name.
+
+    Returns:
+        A `keras.Sequential` model returning logits; its first layer is the
+        `SpatialTransformer`.
+
+    Example:
+
+    >>> model = keras_stn.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
+    >>> model.layers[0].compute_output_shape((None, 42, 42, 1))
+    (None, 28, 28, 1)
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            SpatialTransformer(paper_localization_net(transform),
+                               output_size=output_size, transform=transform,
+                               name="spatial_transformer"),
+        ]
+        + paper_cnn_layers(filters, num_classes),
+        name=name,
+    )
