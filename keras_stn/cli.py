@@ -80,6 +80,13 @@ def _train(args):
     return 0
 
 
+def _results(args):
+    from keras_stn import experiment
+
+    print(experiment.results_table(args.output_dir))
+    return 0
+
+
 def build_parser():
     from keras_stn import experiment
 
@@ -93,6 +100,11 @@ def build_parser():
         description=experiment.__doc__.splitlines()[0])
     experiment.add_arguments(train_parser)
     train_parser.set_defaults(handler=_train)
+
+    results_parser = commands.add_parser(
+        "results", help="Markdown table of the main job's report.json files")
+    results_parser.add_argument("--output-dir", default="saved_models")
+    results_parser.set_defaults(handler=_results)
 
     export_parser = commands.add_parser(
         "export", help="export a .keras model to SavedModel and/or TFLite",

@@ -298,3 +298,39 @@ def run_from_args(args):
                output_dir=args.output_dir, run_name=args.run_name,
                mnist_dir=args.mnist_dir, data_dir=args.data_dir,
                smoke=args.smoke)
+
+
+def results_table(output_dir="saved_models"):
+    """A Markdown table of every main-job run's `report.json` under `output_dir`.
+
+    Smoke runs are left out. Rows follow the paper's order (R, RTS, P, E, TC).
+    """
+    rows = []
+    for name in sorted(os.listdir(output_dir)):
+        path = os.path.join(output_dir, name, "report.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as file:
+            report = json.load(file)
+        if "distortion" not in report or report.get("smoke"):
+            continue
+        rows.append(report)
+    rows.sort(key=lambda r: (datasets.DISTORTIONS.index(r["distortion"]),
+                             r["epochs"] * r["steps_per_epoch"]))
+    lines = [
+        "| distortion | canvas → ST output | CNN (ours) | ST-CNN (ours) | "
+        "CNN (paper) | ST-CNN (paper) | budget | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for report in rows:
+        cnn, st_cnn = report["models"]["cnn"], report["models"]["st_cnn"]
+        output = report["st_output_size"]
+        lines.append(
+            f"| {report['distortion']} | {report['canvas']}² → {output[0]}² | "
+            f"{cnn['test_error_percent']:.2f} | "
+            f"**{st_cnn['test_error_percent']:.2f}** | "
+            f"{cnn['paper_test_error_percent']} | "
+            f"{st_cnn['paper_test_error_percent']} | "
+            f"{report['epochs']} × {report['steps_per_epoch']} × "
+            f"{report['batch_size']} | {report['wall_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)

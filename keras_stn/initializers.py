@@ -18,6 +18,8 @@ class IdentityInitializer(keras.initializers.Initializer):
     Args:
         transform: name of the transform, one of
             `keras_stn.transforms.SUPPORTED_TRANSFORMS`.
+        control_points: for `"tps"`, the n of its n×n control points
+            (default 4).
 
     Example:
 
@@ -26,9 +28,10 @@ class IdentityInitializer(keras.initializers.Initializer):
     [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     """
 
-    def __init__(self, transform="affine"):
+    def __init__(self, transform="affine", control_points=None):
         self.transform = transform
-        self._identity = transforms_lib.get(transform).identity
+        self.control_points = control_points
+        self._identity = transforms_lib.get(transform, control_points).identity
 
     def __call__(self, shape, dtype=None):
         if tuple(shape) != self._identity.shape:
@@ -44,10 +47,11 @@ class IdentityInitializer(keras.initializers.Initializer):
         )
 
     def get_config(self):
-        return {"transform": self.transform}
+        return {"transform": self.transform,
+                "control_points": self.control_points}
 
 
-def localization_head(transform="affine", **dense_kwargs):
+def localization_head(transform="affine", control_points=None, **dense_kwargs):
     """The last layer of a localisation net, starting at the identity.
 
     A `keras.layers.Dense(num_params)` with a zero kernel and a bias set to
@@ -57,6 +61,8 @@ def localization_head(transform="affine", **dense_kwargs):
     Args:
         transform: name of the transform the head feeds, one of
             `keras_stn.transforms.SUPPORTED_TRANSFORMS`.
+        control_points: for `"tps"`, the n of its n×n control points
+            (default 4); must match the `SpatialTransformer`'s.
         **dense_kwargs: passed to `keras.layers.Dense` (e.g. `name`,
             `kernel_initializer` to start from small random weights instead
             of zeros, `kernel_regularizer`). `units`, `bias_initializer` and
@@ -80,7 +86,7 @@ def localization_head(transform="affine", **dense_kwargs):
         )
     dense_kwargs.setdefault("kernel_initializer", "zeros")
     return keras.layers.Dense(
-        transforms_lib.get(transform).num_params,
-        bias_initializer=IdentityInitializer(transform),
+        transforms_lib.get(transform, control_points).num_params,
+        bias_initializer=IdentityInitializer(transform, control_points),
         **dense_kwargs,
     )

@@ -37,6 +37,21 @@ def _check_output_size(output_size):
     return tuple(int(dim) for dim in output_size)
 
 
+def _check_non_negative(name, value, strictly=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"Invalid value for argument `{name}`. Expected a number. "
+            f"Received: {name}={value!r}")
+    if not np.isfinite(value) or value < 0 or (strictly and value == 0):
+        bound = "> 0" if strictly else ">= 0"
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite number "
+            f"{bound}. Received: {name}={value!r}")
+    return float(value)
+
+
 @keras.saving.register_keras_serializable(package="keras_stn")
 class SpatialTransformer(keras.layers.Layer):
     """Spatial transformer: warps its input by a θ it predicts from it.
@@ -65,14 +80,33 @@ class SpatialTransformer(keras.layers.Layer):
             keep the input's spatial size.
         transform: the parameterisation of θ: `"affine"` (6 parameters,
             row-major 2×3 matrix), `"attention"` (3: `s, tx, ty`, θ =
-            `[[s, 0, tx], [0, s, ty]]`), `"translation"` (2: `tx, ty`) or
-            `"projective"` (8: a 3×3 homography with h33 = 1, row-major).
+            `[[s, 0, tx], [0, s, ty]]`), `"translation"` (2: `tx, ty`),
+            `"projective"` (8: a 3×3 homography with h33 = 1, row-major)
+            or `"tps"` (thin-plate spline, `2 n²`: see `control_points`).
         interpolation: `"bilinear"` (default) or `"nearest"`.
         padding_mode: what samples outside the input read: `"zeros"`
             (default), `"border"` or `"reflection"`, as in PyTorch.
         align_corners: bool, as in PyTorch (default `False`).
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
+        control_points: for `transform="tps"` only: n, for an n×n grid of
+            control points (default 4, the paper's 16). θ then holds the
+            `2 n²` source positions `(x, y)` of the control points (not
+            offsets); `localization_head("tps", control_points=n)` starts
+            at the identity.
+        localization_lr_multiplier: positive float (default 1). Scales the
+            gradient flowing into the localisation net (the forward pass is
+            unchanged), e.g. 0.1 to train it 10× slower as the paper does on
+            SVHN. With plain SGD (and momentum) this is exactly a learning
+            rate multiplier; Adam-like optimisers normalise gradient scale
+            per weight, so there it mostly acts through their epsilon.
+        identity_regularization: float >= 0 (default 0). Adds
+            `weight × mean over the batch of ||θ − θ_identity||²` to the
+            model's losses, pulling θ toward the identity (against θ that
+            explodes and blank outputs).
+        return_theta: if True, the layer returns `(output, theta)`, θ as a
+            float32 `[batch, num_params]` tensor, for inspection (use it in
+            functional models).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -88,6 +122,8 @@ class SpatialTransformer(keras.layers.Layer):
         4D tensor `(batch, out_height, out_width, channels)` or
         `(batch, channels, out_height, out_width)`, where
         `(out_height, out_width)` is `output_size` or the input's size.
+        With `return_theta=True`, a tuple of that and θ's
+        `(batch, num_params)`.
 
     Example:
 
@@ -119,6 +155,10 @@ class SpatialTransformer(keras.layers.Layer):
         padding_mode="zeros",
         align_corners=False,
         data_format=None,
+        control_points=None,
+        localization_lr_multiplier=1.0,
+        identity_regularization=0.0,
+        return_theta=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -129,7 +169,7 @@ class SpatialTransformer(keras.layers.Layer):
                 f"localization_net={localization_net!r} of type "
                 f"{type(localization_net).__name__}"
             )
-        self._transform = transforms_lib.get(transform)
+        self._transform = transforms_lib.get(transform, control_points)
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
         check_align_corners(align_corners)
@@ -148,6 +188,17 @@ class SpatialTransformer(keras.layers.Layer):
         self.padding_mode = padding_mode
         self.align_corners = align_corners
         self.data_format = data_format
+        self.control_points = control_points
+        self.localization_lr_multiplier = _check_non_negative(
+            "localization_lr_multiplier", localization_lr_multiplier,
+            strictly=True)
+        self.identity_regularization = _check_non_negative(
+            "identity_regularization", identity_regularization)
+        if not isinstance(return_theta, bool):
+            raise TypeError(
+                "Invalid value for argument `return_theta`. Expected a bool. "
+                f"Received: return_theta={return_theta!r}")
+        self.return_theta = return_theta
 
     def _spatial_axes(self):
         return (1, 2) if self.data_format == "channels_last" else (2, 3)
@@ -200,6 +251,17 @@ class SpatialTransformer(keras.layers.Layer):
             )
         self._check_input_shape(inputs.shape)
         theta = self.localization_net(inputs, training=training)
+        theta = tf.reshape(
+            tf.cast(theta, tf.float32), [-1, self._transform.num_params])
+        if self.localization_lr_multiplier != 1.0:
+            # Same value forward; the gradient reaching the localisation
+            # net is scaled by the multiplier.
+            frozen = tf.stop_gradient(theta)
+            theta = frozen + self.localization_lr_multiplier * (theta - frozen)
+        if self.identity_regularization > 0.0:
+            identity = tf.constant(self._transform.identity)
+            self.add_loss(self.identity_regularization * tf.reduce_mean(
+                tf.reduce_sum(tf.square(theta - identity), axis=-1)))
         images = inputs
         if self.data_format == "channels_first":
             images = tf.transpose(images, [0, 2, 3, 1])
@@ -219,14 +281,20 @@ class SpatialTransformer(keras.layers.Layer):
             )
         if self.data_format == "channels_first":
             outputs = tf.transpose(outputs, [0, 3, 1, 2])
+        if self.return_theta:
+            return outputs, theta
         return outputs
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
         height, width = self._target_size(input_shape)
         if self.data_format == "channels_last":
-            return (input_shape[0], height, width, input_shape[3])
-        return (input_shape[0], input_shape[1], height, width)
+            shape = (input_shape[0], height, width, input_shape[3])
+        else:
+            shape = (input_shape[0], input_shape[1], height, width)
+        if self.return_theta:
+            return shape, (input_shape[0], self._transform.num_params)
+        return shape
 
     def get_config(self):
         return {
@@ -240,6 +308,10 @@ class SpatialTransformer(keras.layers.Layer):
             "padding_mode": self.padding_mode,
             "align_corners": self.align_corners,
             "data_format": self.data_format,
+            "control_points": self.control_points,
+            "localization_lr_multiplier": self.localization_lr_multiplier,
+            "identity_regularization": self.identity_regularization,
+            "return_theta": self.return_theta,
         }
 
     @classmethod

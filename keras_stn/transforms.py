@@ -280,14 +280,14 @@ _TRANSFORMS = {
 SUPPORTED_TRANSFORMS = tuple(_TRANSFORMS)
 
 
-def get(name):
+def get(name, control_points=None):
     """Returns the `Transform` registered under `name`.
 
     Args:
         name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
-            `"translation"`, `"projective"`, `"tps"` (thin-plate spline
-            with the default 4×4 control points; build `ThinPlateSpline(n)`
-            for others).
+            `"translation"`, `"projective"`, `"tps"` (thin-plate spline).
+        control_points: for `"tps"` only, the n of its n×n control points
+            (default 4: the paper's 16 points).
 
     Returns:
         A `Transform` instance.
@@ -296,6 +296,8 @@ def get(name):
 
     >>> keras_stn.transforms.get("attention").num_params
     3
+    >>> keras_stn.transforms.get("tps", control_points=3).num_params
+    18
     """
     if isinstance(name, Transform):
         return name
@@ -303,5 +305,12 @@ def get(name):
         raise ValueError(
             "Invalid value for argument `transform`. Expected one of "
             f"{SUPPORTED_TRANSFORMS}. Received: transform={name!r}"
+        )
+    if name == ThinPlateSpline.name:
+        return ThinPlateSpline(4 if control_points is None else control_points)
+    if control_points is not None:
+        raise ValueError(
+            "Argument `control_points` applies to transform='tps' only. "
+            f"Received: transform={name!r}, control_points={control_points!r}"
         )
     return _TRANSFORMS[name]()

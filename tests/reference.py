@@ -124,3 +124,41 @@ def grid_sample(images, grid, interpolation, padding_mode, align_corners):
                     + fx * fy * read(b, top + 1, left + 1)
                 )
     return out
+
+
+def thin_plate_spline_grid(control, positions, height, width, align_corners):
+    """Grid of the thin-plate spline sending `control[k]` to `positions[k]`.
+
+    Solves the spline system for this one case with np.linalg.solve and
+    evaluates f(p) = a0 + a1 x + a2 y + sum_k w_k U(|p - c_k|), U(r) = r² log r²,
+    point by point.
+    """
+    control = np.asarray(control, np.float64)
+    positions = np.asarray(positions, np.float64)
+    count = len(control)
+
+    def kernel(p, q):
+        r2 = float(np.sum((p - q) ** 2))
+        return 0.0 if r2 == 0.0 else r2 * math.log(r2)
+
+    system = np.zeros((count + 3, count + 3))
+    for i in range(count):
+        for j in range(count):
+            system[i, j] = kernel(control[i], control[j])
+        system[i, count:] = [1.0, control[i, 0], control[i, 1]]
+        system[count:, i] = [1.0, control[i, 0], control[i, 1]]
+    rhs = np.zeros((count + 3, 2))
+    rhs[:count] = positions
+    coefficients = np.linalg.solve(system, rhs)
+    xs = pixel_centres(width, align_corners)
+    ys = pixel_centres(height, align_corners)
+    grid = np.zeros((height, width, 2))
+    for i in range(height):
+        for j in range(width):
+            point = np.array([xs[j], ys[i]])
+            value = coefficients[count] + coefficients[count + 1] * point[0] \
+                + coefficients[count + 2] * point[1]
+            for k in range(count):
+                value = value + coefficients[k] * kernel(point, control[k])
+            grid[i, j] = value
+    return grid

@@ -263,3 +263,17 @@ def test_cli_train_smoke_cluttered(tmp_path):
                 "--distortion", "TC"], tmp_path)
     report = json.loads((tmp_path / "tc-smoke" / "report.json").read_text())
     assert report["canvas"] == 60 and report["st_output_size"] == [30, 30]
+
+
+def test_results_table_reads_the_committed_reports():
+    from keras_stn import experiment
+
+    table = experiment.results_table(str(REPO_ROOT / "saved_models"))
+    report = json.loads((REPO_ROOT / "saved_models" / "rts" / "report.json")
+                        .read_text())
+    row = next(line for line in table.splitlines() if line.startswith("| RTS"))
+    assert f"{report['models']['cnn']['test_error_percent']:.2f}" in row
+    assert f"**{report['models']['st_cnn']['test_error_percent']:.2f}**" in row
+    # The default run: the ST-CNN beats the CNN on RTS.
+    assert report["st_cnn_beats_cnn"] and not report["smoke"]
+    assert report["wall_seconds"] <= 20 * 60

@@ -16,7 +16,7 @@ from keras_stn.export import _read_graph
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
 
-TRANSFORMS = ("affine", "attention", "translation", "projective")
+TRANSFORMS = ("affine", "attention", "translation", "projective", "tps")
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "mnist_st_cnn.keras"
 FORBIDDEN_WORDS = ("FLEX", "CUSTOM", "WHILE")
 

@@ -290,6 +290,30 @@ class TestTransforms:
             np.testing.assert_allclose(
                 grid[0], keras_stn.grid.meshgrid(4, 5).numpy(), atol=EXACT_ATOL)
 
+    @pytest.mark.parametrize("control_points", [2, 3, 4])
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_thin_plate_spline_matches_reference(self, rng, control_points,
+                                                 align_corners):
+        tps = keras_stn.transforms.ThinPlateSpline(control_points)
+        assert tps.num_params == 2 * control_points**2
+        control = tps.identity.reshape(-1, 2)
+        positions = control + rng.normal(0, 0.1, control.shape)
+        grid = tps.grid(positions.reshape(1, -1).astype(np.float32), (5, 7),
+                        align_corners).numpy()[0]
+        expected = reference.thin_plate_spline_grid(control, positions, 5, 7,
+                                                    align_corners)
+        np.testing.assert_allclose(grid, expected, atol=1e-5)
+        # Identity parameters give the identity grid.
+        identity = tps.grid(tps.identity[None], (5, 7), align_corners).numpy()
+        np.testing.assert_allclose(
+            identity[0], keras_stn.grid.meshgrid(5, 7, align_corners).numpy(),
+            atol=1e-5)
+
+    def test_thin_plate_spline_bad_control_points(self):
+        for bad in (1, 2.5, True, "4"):
+            with pytest.raises(ValueError, match="control_points"):
+                keras_stn.transforms.ThinPlateSpline(bad)
+
     def test_projective_degenerate_is_finite(self):
         # w = 0 on the whole line x = 0 and negative beyond it.
         params = np.array([[1, 0, 0, 0, 1, 0, -1, 0]], np.float32)
@@ -467,3 +491,122 @@ class TestBadInput:
             output_size=(4, 4))
         out = sized(np.ones((1, 9, 11, 3), "float32"))
         assert out.shape == (1, 4, 4, 3)
+
+
+class TestThinPlateSplineLayer:
+    def test_layer_helper(self, tmp_path):
+        run_layer_test(
+            lambda: keras_stn.SpatialTransformer(
+                conv_loc_net("tps", control_points=3,
+                             kernel_initializer="glorot_uniform"),
+                transform="tps", control_points=3, output_size=(6, 6)),
+            input_shape=(2, 9, 9, 1), expected_output_shape=(2, 6, 6, 1),
+            tmp_path=tmp_path)
+
+    @pytest.mark.parametrize("control_points", [None, 2, 5])
+    def test_fresh_layer_is_identity(self, rng, control_points):
+        images = rng.uniform(size=(2, 10, 11, 2)).astype(np.float32)
+        layer = keras_stn.SpatialTransformer(
+            conv_loc_net("tps", control_points=control_points),
+            transform="tps", control_points=control_points)
+        np.testing.assert_allclose(layer(images).numpy(), images, atol=1e-5)
+
+    def test_wrong_head_size_is_caught_at_build(self):
+        layer = keras_stn.SpatialTransformer(
+            conv_loc_net("tps", control_points=3), transform="tps")
+        with pytest.raises(ValueError, match=r"32 values.*tps"):
+            layer.build((None, 9, 9, 1))
+
+    def test_control_points_only_for_tps(self):
+        with pytest.raises(ValueError, match="control_points"):
+            keras_stn.SpatialTransformer(conv_loc_net(), control_points=3)
+        with pytest.raises(ValueError, match="control_points"):
+            keras_stn.SpatialTransformer(conv_loc_net("tps"), transform="tps",
+                                         control_points=1)
+
+
+class TestTrainingAids:
+    def test_return_theta(self, rng):
+        images = rng.uniform(size=(3, 8, 8, 1)).astype(np.float32)
+        theta = [0.9, 0.1, 0.05, -0.1, 1.1, 0.0]
+        layer = keras_stn.SpatialTransformer(
+            keras.Sequential([keras.layers.Flatten(),
+                              keras_stn.localization_head()]),
+            return_theta=True, output_size=(5, 5))
+        inputs = keras.Input((8, 8, 1))
+        warped, predicted = layer(inputs)
+        assert tuple(warped.shape) == (None, 5, 5, 1)
+        assert tuple(predicted.shape) == (None, 6)
+        layer.localization_net.layers[-1].bias.assign(theta)
+        out, values = layer(images)
+        np.testing.assert_allclose(values.numpy(), np.tile(theta, (3, 1)),
+                                   atol=1e-6)
+        assert values.dtype == tf.float32
+        assert layer.compute_output_shape((None, 8, 8, 1)) == (
+            (None, 5, 5, 1), (None, 6))
+
+    def test_identity_regularization_loss(self, rng):
+        images = rng.uniform(size=(4, 8, 8, 1)).astype(np.float32)
+        theta = np.array([1.2, 0.1, 0.3, 0.0, 0.8, -0.2], np.float32)
+        loc = keras.Sequential([keras.layers.Flatten(),
+                                keras_stn.localization_head()])
+        layer = keras_stn.SpatialTransformer(loc, identity_regularization=0.5)
+        layer(images)
+        loc.layers[-1].bias.assign(theta)
+        model = keras.Sequential([keras.Input((8, 8, 1)), layer])
+        model(images)
+        expected = 0.5 * np.sum((theta - [1, 0, 0, 0, 1, 0]) ** 2)
+        np.testing.assert_allclose(float(sum(model.losses)), expected,
+                                   rtol=1e-6)
+        # It pulls θ toward the identity when trained alone.
+        model.compile(keras.optimizers.SGD(0.1), loss=lambda y, p: 0.0 * p)
+        history = model.fit(images, images, epochs=20, verbose=0)
+        assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+        deviation = loc(images).numpy() - [1, 0, 0, 0, 1, 0]
+        assert np.sum(deviation**2, axis=-1).max() < 0.1 * np.sum(
+            (theta - [1, 0, 0, 0, 1, 0]) ** 2)
+
+    def test_localization_lr_multiplier_scales_gradients(self, rng):
+        images = rng.uniform(size=(2, 9, 9, 1)).astype(np.float32)
+        gradients = []
+        for multiplier in (1.0, 0.1):
+            keras.utils.set_random_seed(3)
+            layer = keras_stn.SpatialTransformer(
+                conv_loc_net(kernel_initializer="glorot_uniform"),
+                localization_lr_multiplier=multiplier)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(images) ** 2)
+            gradients.append([g.numpy() for g in
+                              tape.gradient(loss, layer.trainable_weights)])
+            forward = layer(images).numpy()
+            if multiplier == 1.0:
+                reference_forward = forward
+        np.testing.assert_allclose(forward, reference_forward, atol=1e-6)
+        for full, slow in zip(*gradients):
+            np.testing.assert_allclose(slow, 0.1 * full, rtol=1e-4, atol=1e-9)
+
+    @pytest.mark.parametrize("argument,value,error", [
+        ("localization_lr_multiplier", 0.0, ValueError),
+        ("localization_lr_multiplier", -1.0, ValueError),
+        ("localization_lr_multiplier", "fast", TypeError),
+        ("identity_regularization", -0.1, ValueError),
+        ("identity_regularization", float("nan"), ValueError),
+        ("return_theta", 1, TypeError),
+    ])
+    def test_bad_values(self, argument, value, error):
+        with pytest.raises(error, match=argument):
+            keras_stn.SpatialTransformer(conv_loc_net(), **{argument: value})
+
+    def test_serialised(self, tmp_path):
+        def make():
+            return keras_stn.SpatialTransformer(
+                conv_loc_net(kernel_initializer="glorot_uniform"),
+                localization_lr_multiplier=0.1, identity_regularization=0.01,
+                output_size=(5, 5))
+
+        run_layer_test(make, input_shape=(2, 8, 8, 1),
+                       expected_output_shape=(2, 5, 5, 1), tmp_path=tmp_path)
+        config = make().get_config()
+        assert config["localization_lr_multiplier"] == 0.1
+        assert config["identity_regularization"] == 0.01
+        assert config["return_theta"] is False
