@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from keras_stn.grid import coordinate_dtype
 
-_SUPPORTED_INTERPOLATION = ("bilinear", "nearest")
+_SUPPORTED_INTERPOLATION = ("bilinear", "nearest", "bicubic")
+# PyTorch's (and OpenCV's) cubic convolution coefficient.
+_CUBIC_A = -0.75
 _SUPPORTED_PADDING_MODES = ("zeros", "border", "reflection")
 
 # Coordinates farther than this outside the image are all equivalent for the
@@ -77,25 +79,48 @@ def _reflect(coord, twice_low, twice_high):
     return tf.where(even, extra + minimum, span - extra + minimum)
 
 
-def _source_coordinates(coord, size, padding_mode, align_corners):
-    """Pixel coordinates along one axis after padding, finite and bounded."""
-    size = tf.cast(size, coord.dtype)
+def _pixel_coordinates(coord, size, padding_mode, align_corners):
+    """Pixel coordinates along one axis, finite and bounded, before padding."""
     coord = _unnormalize(coord, size, align_corners)
     # NaN compares unequal to itself: send it well outside the image.
     coord = tf.where(tf.equal(coord, coord), coord, -_OUTSIDE_MARGIN)
     if padding_mode == "reflection":
-        coord = tf.clip_by_value(coord, -_REFLECTION_LIMIT, _REFLECTION_LIMIT)
+        return tf.clip_by_value(coord, -_REFLECTION_LIMIT, _REFLECTION_LIMIT)
+    return tf.clip_by_value(
+        coord, -_OUTSIDE_MARGIN, size - 1.0 + _OUTSIDE_MARGIN
+    )
+
+
+def _pad_coordinates(coord, size, padding_mode, align_corners):
+    """Applies `"border"` / `"reflection"` to pixel coordinates, as PyTorch."""
+    if padding_mode == "reflection":
         if align_corners:
             coord = _reflect(coord, 0.0, 2.0 * (size - 1.0))
         else:
             coord = _reflect(coord, -1.0, 2.0 * size - 1.0)
-    else:
-        coord = tf.clip_by_value(
-            coord, -_OUTSIDE_MARGIN, size - 1.0 + _OUTSIDE_MARGIN
-        )
     if padding_mode != "zeros":
         coord = tf.clip_by_value(coord, 0.0, size - 1.0)
     return coord
+
+
+def _source_coordinates(coord, size, padding_mode, align_corners):
+    """Pixel coordinates along one axis after padding, finite and bounded."""
+    size = tf.cast(size, coord.dtype)
+    coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
+    return _pad_coordinates(coord, size, padding_mode, align_corners)
+
+
+def _cubic_weights(t):
+    """The 4 cubic-convolution weights of taps -1, 0, 1, 2 at offset t."""
+    a = _CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
 
 
 def _round_half_to_even(coord):
@@ -148,8 +173,10 @@ def grid_sample(
     Args:
         images: float tensor `[batch, height, width, channels]`.
         grid: float tensor `[batch, out_height, out_width, 2]`.
-        interpolation: `"bilinear"` or `"nearest"` (ties round to even, as
-            PyTorch's `nearbyint`).
+        interpolation: `"bilinear"`, `"nearest"` (ties round to even, as
+            PyTorch's `nearbyint`) or `"bicubic"` (cubic convolution with
+            A = −0.75 over 4×4 taps, as PyTorch's; it may overshoot the
+            input's range).
         padding_mode: `"zeros"`, `"border"` or `"reflection"`.
         align_corners: bool, as in PyTorch.
         name: optional name scope.
@@ -188,8 +215,6 @@ def grid_sample(
         # Two single-output slices (not one UNPACK): selective quantisation
         # at export can then keep each of them in float by name.
         x, y = grid[..., 0], grid[..., 1]
-        x = _source_coordinates(x, width, padding_mode, align_corners)
-        y = _source_coordinates(y, height, padding_mode, align_corners)
         width_f = tf.cast(width, coord_dtype)
         height_f = tf.cast(height, coord_dtype)
 
@@ -206,6 +231,33 @@ def grid_sample(
         def weighted(weight, values):
             return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
 
+        if interpolation == "bicubic":
+            # As PyTorch: the 4×4 taps around the unpadded coordinate, each
+            # tap coordinate padded (clipped / reflected) on its own.
+            x = _pixel_coordinates(x, width_f, padding_mode, align_corners)
+            y = _pixel_coordinates(y, height_f, padding_mode, align_corners)
+            x0, y0 = tf.floor(x), tf.floor(y)
+            wx = _cubic_weights(x - x0)
+            wy = _cubic_weights(y - y0)
+            columns, rows = [], []
+            for offset in range(4):
+                tap_x = _pad_coordinates(x0 + (offset - 1.0), width_f,
+                                         padding_mode, align_corners)
+                tap_y = _pad_coordinates(y0 + (offset - 1.0), height_f,
+                                         padding_mode, align_corners)
+                if padding_mode == "zeros":
+                    wx[offset] = wx[offset] * _in_range(tap_x, width_f)
+                    wy[offset] = wy[offset] * _in_range(tap_y, height_f)
+                columns.append(_clamped_int(tap_x, width_f))
+                rows.append(_clamped_int(tap_y, height_f))
+            output = 0.0
+            for j in range(4):
+                for i in range(4):
+                    output += weighted(wy[j] * wx[i], gather(columns[i], rows[j]))
+            return tf.cast(output, images.dtype)
+
+        x = _source_coordinates(x, width, padding_mode, align_corners)
+        y = _source_coordinates(y, height, padding_mode, align_corners)
         if interpolation == "nearest":
             ix = _round_half_to_even(x)
             iy = _round_half_to_even(y)

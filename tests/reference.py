@@ -92,6 +92,41 @@ def source_pixel(coord, size, padding_mode, align_corners):
     return pixel
 
 
+def cubic_kernel(distance, a=-0.75):
+    """Keys' cubic convolution kernel W(d), the one PyTorch's bicubic uses."""
+    d = abs(distance)
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    if d < 2:
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def _bicubic(read, point, height, width, padding_mode, align_corners):
+    """Σ over the 4×4 taps around the (unpadded) point of W(dx) W(dy) value,
+    each tap's coordinate padded on its own, as PyTorch's bicubic does."""
+    x = to_pixel(point[0], width, align_corners)
+    y = to_pixel(point[1], height, align_corners)
+    left, top = math.floor(x), math.floor(y)
+    total = 0.0
+    for row in range(top - 1, top + 3):
+        for col in range(left - 1, left + 3):
+            weight = cubic_kernel(x - col) * cubic_kernel(y - row)
+            tap_col = _pad_tap(col, width, padding_mode, align_corners)
+            tap_row = _pad_tap(row, height, padding_mode, align_corners)
+            total = total + weight * read(tap_row, tap_col)
+    return total
+
+
+def _pad_tap(index, size, padding_mode, align_corners):
+    if padding_mode == "zeros":
+        return index
+    if padding_mode == "reflection":
+        low, high = (0.0, size - 1.0) if align_corners else (-0.5, size - 0.5)
+        index = reflect(float(index), low, high)
+    return int(min(max(index, 0.0), size - 1.0))
+
+
 def grid_sample(images, grid, interpolation, padding_mode, align_corners):
     """NHWC images sampled at `grid` [B, Ho, Wo, 2], as PyTorch's grid_sample."""
     images = np.asarray(images, dtype=np.float64)
@@ -111,6 +146,11 @@ def grid_sample(images, grid, interpolation, padding_mode, align_corners):
                                  align_corners)
                 y = source_pixel(grid[b, i, j, 1], height, padding_mode,
                                  align_corners)
+                if interpolation == "bicubic":
+                    out[b, i, j] = _bicubic(
+                        lambda row, col: read(b, row, col), grid[b, i, j],
+                        height, width, padding_mode, align_corners)
+                    continue
                 if interpolation == "nearest":
                     # np.rint rounds half to even, like C's nearbyint.
                     out[b, i, j] = read(b, int(np.rint(y)), int(np.rint(x)))

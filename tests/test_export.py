@@ -48,7 +48,9 @@ def assert_builtins_only(ops):
 
 COMBINATIONS = list(itertools.product(
     TRANSFORMS, ("bilinear", "nearest"), ("zeros", "border", "reflection"),
-    (False, True)))
+    (False, True))) + list(itertools.product(
+        ("affine",), ("bicubic",), ("zeros", "border", "reflection"),
+        (False, True)))
 
 
 @pytest.mark.parametrize(

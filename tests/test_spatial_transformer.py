@@ -86,7 +86,7 @@ class TestLayerHelper:
             tmp_path=tmp_path,
         )
 
-    @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+    @pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
     @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
     def test_modes_and_channels_first(self, tmp_path, interpolation, padding_mode):
         def make():

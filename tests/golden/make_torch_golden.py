@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
 GRID_SIZES = ((1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (6, 7))
 
