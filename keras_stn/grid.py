@@ -13,27 +13,26 @@ import numpy as np
 import tensorflow as tf
 
 
-def _check_size(size):
-    """Returns `(height, width)` as Python ints, or raises a clear error."""
-    if not isinstance(size, (tuple, list)) or len(size) != 2:
-        raise ValueError(
-            "Invalid value for argument `size`. Expected a tuple "
-            f"(height, width) of two positive ints. Received: size={size!r}"
-        )
+def _check_size(size, ranks=(2,)):
+    """Returns `size` as a tuple of positive Python ints, or raises."""
+    expected = " or ".join(
+        "(height, width)" if rank == 2 else "(depth, height, width)"
+        for rank in ranks
+    )
+    message = (
+        f"Invalid value for argument `size`. Expected a tuple {expected} of "
+        f"positive ints. Received: size={size!r}"
+    )
+    if not isinstance(size, (tuple, list)) or len(size) not in ranks:
+        raise ValueError(message)
     checked = []
     for dim in size:
         if isinstance(dim, (bool, np.bool_)) or not isinstance(
             dim, (int, np.integer)
         ):
-            raise TypeError(
-                "Invalid value for argument `size`. Expected a tuple "
-                f"(height, width) of two positive ints. Received: size={size!r}"
-            )
+            raise TypeError(message)
         if dim < 1:
-            raise ValueError(
-                "Invalid value for argument `size`. Expected a tuple "
-                f"(height, width) of two positive ints. Received: size={size!r}"
-            )
+            raise ValueError(message)
         checked.append(int(dim))
     return tuple(checked)
 
@@ -77,13 +76,18 @@ def meshgrid(height, width, align_corners=False):
                        .reshape(height, width, 3)[..., :2])
 
 
-def _homogeneous_meshgrid(height, width, align_corners):
-    """NumPy float32 array `[height * width, 3]` of `(x, y, 1)`, row-major."""
-    xs = _linspace(width, align_corners)
-    ys = _linspace(height, align_corners)
-    x, y = np.meshgrid(xs, ys)
-    ones = np.ones_like(x)
-    return np.stack([x, y, ones], axis=-1).reshape(-1, 3).astype(np.float32)
+def _homogeneous_meshgrid(*size_and_align):
+    """NumPy float32 `[prod(size), len(size) + 1]` of `(x, y[, z], 1)`.
+
+    Called as `(height, width, align_corners)` or `(depth, height, width,
+    align_corners)`; row-major over the size, x varying fastest.
+    """
+    *size, align_corners = size_and_align
+    axes = [_linspace(num, align_corners) for num in size]  # z?, y, x
+    mesh = np.meshgrid(*axes, indexing="ij")
+    coords = [axis.ravel() for axis in reversed(mesh)]  # x, y, z?
+    coords.append(np.ones_like(coords[0]))
+    return np.stack(coords, axis=-1).astype(np.float32)
 
 
 def coordinate_dtype(dtype):
@@ -92,49 +96,52 @@ def coordinate_dtype(dtype):
 
 
 def homogeneous_transform(matrices, size, align_corners=False):
-    """Applies `[batch, rows, 3]` matrices to the homogeneous target meshgrid.
+    """Applies `[batch, rows, k + 1]` matrices to the homogeneous meshgrid.
 
     Args:
-        matrices: float tensor `[batch, rows, 3]`.
-        size: `(height, width)` of the target.
+        matrices: float tensor `[batch, rows, k + 1]`, k = len(size).
+        size: `(height, width)` or `(depth, height, width)` of the target.
         align_corners: bool, as in `meshgrid`.
 
     Returns:
-        Tensor `[batch, height * width, rows]`: one batched matmul of the
-        meshgrid `(x, y, 1)` with the transposed matrices.
+        Tensor `[batch, prod(size), rows]`: one batched matmul of the
+        meshgrid `(x, y[, z], 1)` with the transposed matrices.
     """
-    height, width = _check_size(size)
+    size = _check_size(size, ranks=(2, 3))
     base = tf.constant(
-        _homogeneous_meshgrid(height, width, align_corners),
-        dtype=matrices.dtype,
+        _homogeneous_meshgrid(*size, align_corners), dtype=matrices.dtype
     )
-    # [1, H*W, 3] @ [batch, 3, rows]: the batch comes from θ at run time, so
-    # no batch-sized constant is ever created.
+    # [1, N, k + 1] @ [batch, k + 1, rows]: the batch comes from θ at run
+    # time, so no batch-sized constant is ever created.
     return tf.matmul(tf.expand_dims(base, 0), matrices, transpose_b=True)
 
 
 def affine_grid(theta, size, align_corners=False, name=None):
-    """Sampling grid of a batch of 2-D affine transforms.
+    """Sampling grid of a batch of 2-D (or 3-D) affine transforms.
 
     Equal to `torch.nn.functional.affine_grid(theta, (B, C, H, W),
-    align_corners)` to float precision; the result is batch-first with the
-    coordinate pair last, as PyTorch's is.
+    align_corners)` (or `(B, C, D, H, W)` for volumes) to float precision;
+    the result is batch-first with the coordinates last, as PyTorch's is.
 
     Convention:
-        Coordinates in [-1, 1], x then y. θ maps target (output) coordinates
-        to source (input) coordinates: `grid[b, i, j] = θ[b] @ (x_j, y_i, 1)`.
-        `align_corners` has PyTorch's meaning. The identity θ is
-        `[[1, 0, 0], [0, 1, 0]]` and gives `meshgrid(height, width)`.
+        Coordinates in [-1, 1], x then y (then z). θ maps target (output)
+        coordinates to source (input) coordinates: `grid[b, i, j] = θ[b] @
+        (x_j, y_i, 1)`. `align_corners` has PyTorch's meaning. The identity
+        θ is `[[1, 0, 0], [0, 1, 0]]` (3-D: `[[1, 0, 0, 0], [0, 1, 0, 0],
+        [0, 0, 1, 0]]`) and gives the target's meshgrid.
 
     Args:
-        theta: float tensor `[batch, 2, 3]` or `[batch, 6]` (row-major).
-        size: tuple `(height, width)` of the target (output) image.
+        theta: float tensor `[batch, 2, 3]` or `[batch, 6]` (row-major);
+            for volumes `[batch, 3, 4]` or `[batch, 12]`.
+        size: tuple `(height, width)` of the target (output) image, or
+            `(depth, height, width)` of a target volume.
         align_corners: bool, as in PyTorch.
         name: optional name scope.
 
     Returns:
         A float32 tensor `[batch, height, width, 2]` of `(x, y)` source
-        coordinates (float64 if `theta` is float64), whatever the dtype of
+        coordinates (`[batch, depth, height, width, 3]` of `(x, y, z)` for
+        volumes; float64 if `theta` is float64), whatever the dtype of
         `theta`.
 
     Example:
@@ -142,9 +149,12 @@ def affine_grid(theta, size, align_corners=False, name=None):
     >>> theta = tf.constant([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
     >>> keras_stn.affine_grid(theta, (4, 5)).shape
     TensorShape([1, 4, 5, 2])
+    >>> keras_stn.affine_grid(tf.eye(3, 4)[None], (2, 4, 5)).shape
+    TensorShape([1, 2, 4, 5, 3])
     """
     with tf.name_scope(name or "affine_grid"):
-        height, width = _check_size(size)
+        size = _check_size(size, ranks=(2, 3))
+        rank = len(size)
         theta = tf.convert_to_tensor(theta)
         if not theta.dtype.is_floating:
             raise TypeError(
@@ -152,15 +162,17 @@ def affine_grid(theta, size, align_corners=False, name=None):
                 f"dtype. Received: theta.dtype={theta.dtype.name}"
             )
         shape = theta.shape
+        rows, cols = rank, rank + 1
         if not (
-            (shape.rank == 3 and shape[1:].as_list() in ([2, 3], [None, None]))
-            or (shape.rank == 2 and shape[1] in (6, None))
+            (shape.rank == 3 and shape[1:].as_list() in ([rows, cols], [None, None]))
+            or (shape.rank == 2 and shape[1] in (rows * cols, None))
         ):
             raise ValueError(
-                "Invalid shape for argument `theta`. Expected [batch, 2, 3] "
-                f"or [batch, 6]. Received: theta.shape={shape}"
+                f"Invalid shape for argument `theta`. Expected [batch, {rows}, "
+                f"{cols}] or [batch, {rows * cols}] for a {rank}-D size "
+                f"{size}. Received: theta.shape={shape}"
             )
         theta = tf.cast(theta, coordinate_dtype(theta.dtype))
-        theta = tf.reshape(theta, [-1, 2, 3])
-        grid = homogeneous_transform(theta, (height, width), align_corners)
-        return tf.reshape(grid, [-1, height, width, 2])
+        theta = tf.reshape(theta, [-1, rows, cols])
+        grid = homogeneous_transform(theta, size, align_corners)
+        return tf.reshape(grid, [-1, *size, rank])

@@ -7,6 +7,8 @@ cast to integers, so any grid, however hostile, yields finite output and no
 out-of-bounds read.
 """
 
+import itertools
+
 import tensorflow as tf
 
 from keras_stn.grid import coordinate_dtype
@@ -209,86 +211,117 @@ def grid_sample(
             else tf.float32
         )
         grid = tf.cast(grid, coord_dtype)
-        height, width = _dim(images, 1), _dim(images, 2)
-        channels = _dim(images, 3)
-
-        # Two single-output slices (not one UNPACK): selective quantisation
-        # at export can then keep each of them in float by name.
-        x, y = grid[..., 0], grid[..., 1]
-        width_f = tf.cast(width, coord_dtype)
-        height_f = tf.cast(height, coord_dtype)
-
+        spatial = images.shape.rank - 2
+        if interpolation == "bicubic" and spatial == 3:
+            raise ValueError(
+                "Invalid value for argument `interpolation`: 'bicubic' "
+                "samples 2-D images only (as in PyTorch). Use 'bilinear' "
+                "(trilinear on volumes) or 'nearest'. Received: "
+                f"images.shape={images.shape}"
+            )
+        # Per axis, x first: sizes (width, height[, depth]) and the strides
+        # of a flattened image.
+        sizes = [_dim(images, axis) for axis in range(spatial, 0, -1)]
+        sizes_f = [tf.cast(size, coord_dtype) for size in sizes]
+        strides = [1]
+        for size in sizes[:-1]:
+            strides.append(strides[-1] * size)
+        channels = _dim(images, spatial + 1)
         flat = tf.reshape(images, [-1, channels])
         # Offsets of each image in `flat`, from the run-time batch size.
         offsets = tf.reshape(
-            tf.range(tf.shape(images)[0]) * (height * width), [-1, 1, 1]
+            tf.range(tf.shape(images)[0]) * (strides[-1] * sizes[-1]),
+            [-1] + [1] * spatial,
         )
+        # Single-output slices (not one UNPACK): selective quantisation at
+        # export can then keep each of them in float by name.
+        coords = [grid[..., axis] for axis in range(spatial)]
 
-        def gather(ix, iy):
-            index = offsets + iy * width + ix
+        def gather(indices):
+            index = offsets
+            for axis in reversed(range(spatial)):
+                step = indices[axis]
+                if not (isinstance(strides[axis], int) and strides[axis] == 1):
+                    step = step * strides[axis]
+                index = index + step
             return tf.cast(tf.gather(flat, index), value_dtype)
 
         def weighted(weight, values):
             return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
 
         if interpolation == "bicubic":
-            # As PyTorch: the 4×4 taps around the unpadded coordinate, each
-            # tap coordinate padded (clipped / reflected) on its own.
-            x = _pixel_coordinates(x, width_f, padding_mode, align_corners)
-            y = _pixel_coordinates(y, height_f, padding_mode, align_corners)
-            x0, y0 = tf.floor(x), tf.floor(y)
-            wx = _cubic_weights(x - x0)
-            wy = _cubic_weights(y - y0)
-            columns, rows = [], []
-            for offset in range(4):
-                tap_x = _pad_coordinates(x0 + (offset - 1.0), width_f,
-                                         padding_mode, align_corners)
-                tap_y = _pad_coordinates(y0 + (offset - 1.0), height_f,
-                                         padding_mode, align_corners)
-                if padding_mode == "zeros":
-                    wx[offset] = wx[offset] * _in_range(tap_x, width_f)
-                    wy[offset] = wy[offset] * _in_range(tap_y, height_f)
-                columns.append(_clamped_int(tap_x, width_f))
-                rows.append(_clamped_int(tap_y, height_f))
-            output = 0.0
-            for j in range(4):
-                for i in range(4):
-                    output += weighted(wy[j] * wx[i], gather(columns[i], rows[j]))
-            return tf.cast(output, images.dtype)
+            return tf.cast(
+                _bicubic(coords, sizes_f, padding_mode, align_corners,
+                         gather, weighted),
+                images.dtype,
+            )
 
-        x = _source_coordinates(x, width, padding_mode, align_corners)
-        y = _source_coordinates(y, height, padding_mode, align_corners)
+        coords = [
+            _source_coordinates(coord, size, padding_mode, align_corners)
+            for coord, size in zip(coords, sizes_f)
+        ]
         if interpolation == "nearest":
-            ix = _round_half_to_even(x)
-            iy = _round_half_to_even(y)
-            values = gather(_clamped_int(ix, width_f), _clamped_int(iy, height_f))
+            rounded = [_round_half_to_even(coord) for coord in coords]
+            values = gather([
+                _clamped_int(index, size)
+                for index, size in zip(rounded, sizes_f)
+            ])
             if padding_mode == "zeros":
-                mask = _in_range(ix, width_f) * _in_range(iy, height_f)
+                mask = _in_range(rounded[0], sizes_f[0])
+                for index, size in zip(rounded[1:], sizes_f[1:]):
+                    mask = mask * _in_range(index, size)
                 values = weighted(mask, values)
             return tf.cast(values, images.dtype)
 
-        x0 = tf.floor(x)
-        y0 = tf.floor(y)
-        x1 = x0 + 1.0
-        y1 = y0 + 1.0
-        wx0, wx1 = x1 - x, x - x0
-        wy0, wy1 = y1 - y, y - y0
-        if padding_mode == "zeros":
-            # A corner outside the image contributes zero: masking the
-            # per-axis weights masks every corner that uses that row/column.
-            wx0 = wx0 * _in_range(x0, width_f)
-            wx1 = wx1 * _in_range(x1, width_f)
-            wy0 = wy0 * _in_range(y0, height_f)
-            wy1 = wy1 * _in_range(y1, height_f)
-        ix0, ix1 = _clamped_int(x0, width_f), _clamped_int(x1, width_f)
-        iy0, iy1 = _clamped_int(y0, height_f), _clamped_int(y1, height_f)
-        output = (
-            weighted(wx0 * wy0, gather(ix0, iy0))
-            + weighted(wx1 * wy0, gather(ix1, iy0))
-            + weighted(wx0 * wy1, gather(ix0, iy1))
-            + weighted(wx1 * wy1, gather(ix1, iy1))
-        )
+        # Linear in every axis: 2 corners per axis, per-axis weights.
+        corners, weights = [], []
+        for coord, size in zip(coords, sizes_f):
+            low = tf.floor(coord)
+            high = low + 1.0
+            low_weight, high_weight = high - coord, coord - low
+            if padding_mode == "zeros":
+                # A corner outside the image contributes zero: masking the
+                # per-axis weights masks every corner on that row/column.
+                low_weight = low_weight * _in_range(low, size)
+                high_weight = high_weight * _in_range(high, size)
+            corners.append((_clamped_int(low, size), _clamped_int(high, size)))
+            weights.append((low_weight, high_weight))
+        output = None
+        # x varies fastest: (y0, x0), (y0, x1), (y1, x0), (y1, x1), ...
+        for choice in itertools.product((0, 1), repeat=spatial):
+            choice = choice[::-1]  # per axis, x first
+            weight = weights[0][choice[0]]
+            for axis in range(1, spatial):
+                weight = weight * weights[axis][choice[axis]]
+            term = weighted(weight, gather(
+                [corners[axis][choice[axis]] for axis in range(spatial)]))
+            output = term if output is None else output + term
         return tf.cast(output, images.dtype)
+
+
+def _bicubic(coords, sizes, padding_mode, align_corners, gather, weighted):
+    """PyTorch's bicubic: the 4×4 taps around the unpadded coordinate, each
+    tap coordinate padded (clipped / reflected) on its own."""
+    taps, tap_weights = [], []
+    for coord, size in zip(coords, sizes):
+        coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
+        start = tf.floor(coord)
+        axis_weights = _cubic_weights(coord - start)
+        axis_taps = []
+        for offset in range(4):
+            tap = _pad_coordinates(start + (offset - 1.0), size, padding_mode,
+                                   align_corners)
+            if padding_mode == "zeros":
+                axis_weights[offset] = axis_weights[offset] * _in_range(tap, size)
+            axis_taps.append(_clamped_int(tap, size))
+        taps.append(axis_taps)
+        tap_weights.append(axis_weights)
+    output = 0.0
+    for row in range(4):
+        for col in range(4):
+            output += weighted(tap_weights[1][row] * tap_weights[0][col],
+                               gather([taps[0][col], taps[1][row]]))
+    return output
 
 
 def _check_inputs(images, grid):
@@ -298,22 +331,28 @@ def _check_inputs(images, grid):
             f"(cast integer images first). Received: images.dtype="
             f"{images.dtype.name}"
         )
-    if images.shape.rank != 4:
+    if images.shape.rank not in (4, 5):
         raise ValueError(
             "Invalid shape for argument `images`. Expected a rank-4 tensor "
-            f"[batch, height, width, channels]. Received: images.shape="
-            f"{images.shape}"
+            "[batch, height, width, channels] (or rank 5 [batch, depth, "
+            f"height, width, channels]). Received: images.shape={images.shape}"
         )
     if not grid.dtype.is_floating:
         raise TypeError(
             "Invalid dtype for argument `grid`. Expected a floating dtype. "
             f"Received: grid.dtype={grid.dtype.name}"
         )
-    if grid.shape.rank != 4 or grid.shape[-1] not in (2, None):
+    spatial = images.shape.rank - 2
+    if grid.shape.rank != images.shape.rank or grid.shape[-1] not in (
+        spatial, None
+    ):
+        layout = ("[batch, out_height, out_width, 2] whose last axis holds "
+                  "(x, y)") if spatial == 2 else (
+            "[batch, out_depth, out_height, out_width, 3] whose last axis "
+            "holds (x, y, z)")
         raise ValueError(
-            "Invalid shape for argument `grid`. Expected a rank-4 tensor "
-            "[batch, out_height, out_width, 2] whose last axis holds (x, y). "
-            f"Received: grid.shape={grid.shape}"
+            f"Invalid shape for argument `grid`. Expected a rank-"
+            f"{spatial + 2} tensor {layout}. Received: grid.shape={grid.shape}"
         )
     if (
         images.shape[0] is not None

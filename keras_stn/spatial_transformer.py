@@ -22,10 +22,12 @@ def _check_output_size(output_size):
         return None
     message = (
         "Invalid value for argument `output_size`. Expected None or a tuple "
-        f"(height, width) of two positive ints. Received: "
-        f"output_size={output_size!r}"
+        "(height, width) — (depth, height, width) for volumes — of positive "
+        f"ints. Received: output_size={output_size!r}"
     )
-    if not isinstance(output_size, (tuple, list)) or len(output_size) != 2:
+    if not isinstance(output_size, (tuple, list)) or len(output_size) not in (
+        2, 3
+    ):
         raise ValueError(message)
     for dim in output_size:
         if isinstance(dim, (bool, np.bool_)) or not isinstance(
@@ -200,12 +202,29 @@ class SpatialTransformer(keras.layers.Layer):
                 f"Received: return_theta={return_theta!r}")
         self.return_theta = return_theta
 
-    def _spatial_axes(self):
-        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+    def _spatial_axes(self, rank):
+        if self.data_format == "channels_last":
+            return tuple(range(1, rank - 1))
+        return tuple(range(2, rank))
+
+    def _transform_for(self, rank):
+        """The 2-D transform, or its 3-D counterpart for rank-5 inputs."""
+        if rank == 4:
+            if self._transform.name == "affine_3d":
+                raise ValueError(
+                    f"Layer '{self.name}': transform='affine_3d' warps volumes "
+                    "(rank-5 inputs); use transform='affine' for images.")
+            return self._transform
+        if self._transform.name not in ("affine", "affine_3d"):
+            raise ValueError(
+                f"Layer '{self.name}': volumes (rank-5 inputs) support "
+                "transform='affine' (12 parameters, a 3×4 θ). Received: "
+                f"transform={self.transform!r}")
+        return transforms_lib.get("affine_3d")
 
     def _check_input_shape(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
+        if len(input_shape) not in (4, 5):
             layout = (
                 "(batch, height, width, channels)"
                 if self.data_format == "channels_last"
@@ -213,22 +232,32 @@ class SpatialTransformer(keras.layers.Layer):
             )
             raise ValueError(
                 f"Invalid input shape for layer '{self.name}'. Expected a "
-                f"rank-4 input {layout}. Received: input_shape={input_shape}"
+                f"rank-4 input {layout} (or a rank-5 volume). Received: "
+                f"input_shape={input_shape}"
             )
+        if self.output_size is not None and len(self.output_size) != len(
+            input_shape
+        ) - 2:
+            raise ValueError(
+                f"Layer '{self.name}' has output_size={self.output_size}, "
+                f"which does not match its rank-{len(input_shape)} input "
+                f"{input_shape}: expected {len(input_shape) - 2} sizes.")
+        self._transform_for(len(input_shape))
         return input_shape
 
     def _target_size(self, input_shape):
         if self.output_size is not None:
             return self.output_size
-        height, width = (input_shape[axis] for axis in self._spatial_axes())
-        if height is None or width is None:
+        sizes = [input_shape[axis]
+                 for axis in self._spatial_axes(len(input_shape))]
+        if any(size is None for size in sizes):
             raise ValueError(
                 f"Layer '{self.name}' has output_size=None, which keeps the "
                 "input's spatial size, so that size must be known. Pass "
                 "`output_size=(height, width)` or give the input a static "
                 f"spatial size. Received: input_shape={tuple(input_shape)}"
             )
-        return (int(height), int(width))
+        return tuple(int(size) for size in sizes)
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -238,7 +267,8 @@ class SpatialTransformer(keras.layers.Layer):
         theta = self.localization_net(
             keras.KerasTensor(input_shape, dtype=self.compute_dtype)
         )
-        error = self._transform.params_shape_error(tuple(theta.shape))
+        transform = self._transform_for(len(input_shape))
+        error = transform.params_shape_error(tuple(theta.shape))
         if error:
             raise ValueError(f"Layer '{self.name}': {error}")
         self.built = True
@@ -249,26 +279,27 @@ class SpatialTransformer(keras.layers.Layer):
                 f"Invalid dtype for the input of layer '{self.name}'. "
                 f"Expected a floating dtype. Received: {inputs.dtype.name}"
             )
-        self._check_input_shape(inputs.shape)
+        rank = len(self._check_input_shape(inputs.shape))
+        transform = self._transform_for(rank)
         theta = self.localization_net(inputs, training=training)
         theta = tf.reshape(
-            tf.cast(theta, tf.float32), [-1, self._transform.num_params])
+            tf.cast(theta, tf.float32), [-1, transform.num_params])
         if self.localization_lr_multiplier != 1.0:
             # Same value forward; the gradient reaching the localisation
             # net is scaled by the multiplier.
             frozen = tf.stop_gradient(theta)
             theta = frozen + self.localization_lr_multiplier * (theta - frozen)
         if self.identity_regularization > 0.0:
-            identity = tf.constant(self._transform.identity)
+            identity = tf.constant(transform.identity)
             self.add_loss(self.identity_regularization * tf.reduce_mean(
                 tf.reduce_sum(tf.square(theta - identity), axis=-1)))
         images = inputs
         if self.data_format == "channels_first":
-            images = tf.transpose(images, [0, 2, 3, 1])
+            images = tf.transpose(images, [0, *range(2, rank), 1])
         # Named scopes let the TFLite exporter find the coordinate path and
         # keep it in float when the rest of the model is quantised.
         with tf.name_scope(GRID_SCOPE):
-            grid = self._transform.grid(
+            grid = transform.grid(
                 theta, self._target_size(inputs.shape), self.align_corners
             )
         with tf.name_scope(SAMPLER_SCOPE):
@@ -280,20 +311,21 @@ class SpatialTransformer(keras.layers.Layer):
                 align_corners=self.align_corners,
             )
         if self.data_format == "channels_first":
-            outputs = tf.transpose(outputs, [0, 3, 1, 2])
+            outputs = tf.transpose(outputs, [0, rank - 1, *range(1, rank - 1)])
         if self.return_theta:
             return outputs, theta
         return outputs
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
-        height, width = self._target_size(input_shape)
+        size = self._target_size(input_shape)
         if self.data_format == "channels_last":
-            shape = (input_shape[0], height, width, input_shape[3])
+            shape = (input_shape[0], *size, input_shape[-1])
         else:
-            shape = (input_shape[0], input_shape[1], height, width)
+            shape = (input_shape[0], input_shape[1], *size)
         if self.return_theta:
-            return shape, (input_shape[0], self._transform.num_params)
+            transform = self._transform_for(len(input_shape))
+            return shape, (input_shape[0], transform.num_params)
         return shape
 
     def get_config(self):

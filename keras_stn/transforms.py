@@ -116,6 +116,32 @@ class Affine(Transform):
         return affine_grid(self.flatten(params), size, align_corners)
 
 
+class Affine3D(Transform):
+    """3-D affine θ for volumes: 12 parameters, a row-major 3×4 matrix.
+
+    `SpatialTransformer(transform="affine")` uses it for rank-5 inputs; its
+    localisation head is `localization_head("affine_3d")`. The
+    localisation net may output `[batch, 12]` or `[batch, 3, 4]`.
+    """
+
+    name = "affine_3d"
+    num_params = 12
+
+    @property
+    def identity(self):
+        return np.eye(3, 4, dtype=np.float32).ravel()
+
+    def params_shape_error(self, shape):
+        if len(shape) == 3 and tuple(shape[1:]) in ((3, 4), (None, None)):
+            return None
+        if len(shape) == 2 and shape[1] in (self.num_params, None):
+            return None
+        return self._shape_message(shape, "[batch, 12] or [batch, 3, 4]")
+
+    def grid(self, params, size, align_corners=False):
+        return affine_grid(self.flatten(params), size, align_corners)
+
+
 class Attention(_LinearAffine):
     """The paper's attention: 3 parameters `(s, tx, ty)`.
 
@@ -275,7 +301,8 @@ class ThinPlateSpline(Transform):
 
 _TRANSFORMS = {
     cls.name: cls
-    for cls in (Affine, Attention, Translation, Projective, ThinPlateSpline)
+    for cls in (Affine, Attention, Translation, Projective, ThinPlateSpline,
+                Affine3D)
 }
 SUPPORTED_TRANSFORMS = tuple(_TRANSFORMS)
 
@@ -285,7 +312,8 @@ def get(name, control_points=None):
 
     Args:
         name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
-            `"translation"`, `"projective"`, `"tps"` (thin-plate spline).
+            `"translation"`, `"projective"`, `"tps"` (thin-plate spline),
+            `"affine_3d"` (volumes).
         control_points: for `"tps"` only, the n of its n×n control points
             (default 4: the paper's 16 points).
 

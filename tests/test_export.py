@@ -280,3 +280,25 @@ def test_cli_export(tmp_path):
     assert (tmp_path / "m.tflite").is_file()
     deviation = float(result.stdout.split("max |TFLite - Keras| = ")[1].split()[0])
     assert deviation < 1e-4
+
+
+def test_volume_transformer_in_litert(tmp_path):
+    loc = keras.Sequential([
+        keras.layers.Conv3D(3, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling3D(),
+        keras_stn.localization_head("affine_3d", kernel_initializer=
+                                    keras.initializers.RandomNormal(
+                                        stddev=0.3, seed=2)),
+    ])
+    model = keras.Sequential([
+        keras.Input((5, 6, 7, 2)),
+        keras_stn.SpatialTransformer(loc, output_size=(4, 5, 6),
+                                     padding_mode="reflection"),
+    ])
+    path = keras_stn.export_tflite(model, str(tmp_path / "volume.tflite"))
+    assert_builtins_only(keras_stn.tflite_ops(path))
+    rng = np.random.default_rng(4)
+    for batch in (1, 3):
+        volumes = rng.uniform(size=(batch, 5, 6, 7, 2)).astype(np.float32)
+        np.testing.assert_allclose(keras_stn.run_tflite(path, volumes),
+                                   model(volumes).numpy(), atol=1e-4, rtol=0)

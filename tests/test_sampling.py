@@ -381,3 +381,96 @@ class TestHostileGrids:
             # Far-away and NaN points read zero; only (0, 0) is inside.
             out = outputs[0].numpy().reshape(49, 2)
             assert np.count_nonzero(np.abs(out).sum(-1)) <= 1
+
+
+class TestVolumes:
+    """5-D grid_sample / affine_grid against PyTorch's, and exact cases."""
+
+    @pytest.mark.parametrize("grid_name", ["theta", "uniform"])
+    @pytest.mark.parametrize("interpolation,padding_mode,align_corners",
+                             list(itertools.product(
+                                 ("bilinear", "nearest"), PADDING_MODES,
+                                 (False, True))))
+    def test_matches_torch_golden(self, golden, interpolation, padding_mode,
+                                  align_corners, grid_name):
+        prefix = f"3d/{interpolation}/{padding_mode}/{align_corners}/{grid_name}"
+        volumes = tf.constant(golden["volumes"])
+        grid = tf.constant(golden[prefix + "/grid"])
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([volumes, grid])
+            out = keras_stn.grid_sample(volumes, grid, interpolation,
+                                        padding_mode, align_corners)
+            loss = tf.reduce_sum(out * golden["volume_upstream"])
+        tol = TOLERANCES["float32"]
+        np.testing.assert_allclose(out.numpy(), golden[prefix + "/output"], **tol)
+        np.testing.assert_allclose(tape.gradient(loss, volumes).numpy(),
+                                   golden[prefix + "/grad_images"], **tol)
+        grad_grid = tape.gradient(loss, grid)
+        grad_grid = np.zeros(grid.shape) if grad_grid is None else grad_grid
+        np.testing.assert_allclose(grad_grid, golden[prefix + "/grad_grid"],
+                                   rtol=1e-4, atol=1e-4)
+
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_affine_grid_matches_torch_golden(self, golden, align_corners):
+        for size in ((1, 1, 1), (2, 3, 4), (3, 4, 5)):
+            prefix = "affine_grid_3d/{}/{}/{}/{}".format(align_corners, *size)
+            grid = keras_stn.affine_grid(golden[prefix + "/theta"], size,
+                                         align_corners)
+            assert grid.shape == (2,) + size + (3,)
+            np.testing.assert_allclose(grid.numpy(), golden[prefix + "/grid"],
+                                       **TOLERANCES["float32"])
+
+    @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_identity_and_integer_shift(self, rng, interpolation, align_corners):
+        volumes = rng.uniform(size=(2, 4, 5, 6, 2)).astype(np.float32)
+        identity = np.tile(np.eye(3, 4, dtype=np.float32).ravel(), (2, 1))
+        grid = keras_stn.affine_grid(identity, (4, 5, 6), align_corners)
+        out = keras_stn.grid_sample(volumes, grid, interpolation,
+                                    align_corners=align_corners)
+        np.testing.assert_allclose(out.numpy(), volumes, atol=EXACT_ATOL)
+        # Shift by one voxel along z (depth): output slice k reads k + 1.
+        step = 2.0 / (4 - 1) if align_corners else 2.0 / 4
+        shifted = identity.copy()
+        shifted[:, 11] = step
+        grid = keras_stn.affine_grid(shifted, (4, 5, 6), align_corners)
+        out = keras_stn.grid_sample(volumes, grid, interpolation,
+                                    align_corners=align_corners).numpy()
+        np.testing.assert_allclose(out[:, :3], volumes[:, 1:], atol=EXACT_ATOL)
+        np.testing.assert_allclose(out[:, 3], 0.0, atol=EXACT_ATOL)
+
+    def test_theta_gradient_numerically(self):
+        rng = np.random.default_rng(5)
+        volumes = rng.normal(size=(1, 4, 5, 6, 1))
+        theta = np.eye(3, 4).ravel()[None] * 0.8 + rng.normal(0, 0.02, (1, 12))
+
+        def fn(volumes, theta):
+            grid = keras_stn.affine_grid(theta, (2, 2, 3))
+            return keras_stn.grid_sample(volumes, grid, "bilinear", "border")
+
+        theoretical, numerical = tf.test.compute_gradient(
+            fn, [tf.constant(volumes), tf.constant(theta)], delta=1e-5)
+        for analytic, numeric in zip(theoretical, numerical):
+            np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+        assert np.abs(theoretical[1]).max() > 1e-2
+
+    def test_hostile_grid_is_finite(self):
+        volumes = np.ones((1, 3, 4, 5, 1), np.float32)
+        grid = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0],
+                        np.float32)
+        grid = np.stack(np.meshgrid(grid, grid, grid), -1).reshape(1, 6, 6, 6, 3)
+        for padding_mode in PADDING_MODES:
+            for interpolation in ("bilinear", "nearest"):
+                out = keras_stn.grid_sample(volumes, grid, interpolation,
+                                            padding_mode).numpy()
+                assert np.isfinite(out).all() and out.max() <= 1.0 + 1e-6
+
+    def test_bad_volume_arguments(self):
+        volumes = np.zeros((1, 3, 4, 5, 1), np.float32)
+        with pytest.raises(ValueError, match=r"grid.*\(x, y, z\)"):
+            keras_stn.grid_sample(volumes, np.zeros((1, 2, 2, 2, 2), "f4"))
+        with pytest.raises(ValueError, match="bicubic.*2-D"):
+            keras_stn.grid_sample(volumes, np.zeros((1, 2, 2, 2, 3), "f4"),
+                                  interpolation="bicubic")
+        with pytest.raises(ValueError, match=r"theta.*\[batch, 3, 4\]"):
+            keras_stn.affine_grid(np.zeros((1, 6), "f4"), (2, 3, 4))

@@ -610,3 +610,52 @@ class TestTrainingAids:
         assert config["localization_lr_multiplier"] == 0.1
         assert config["identity_regularization"] == 0.01
         assert config["return_theta"] is False
+
+
+def volume_loc_net(**head_kwargs):
+    return keras.Sequential([
+        keras.layers.Conv3D(3, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling3D(),
+        keras_stn.localization_head("affine_3d", **head_kwargs),
+    ])
+
+
+class TestVolumeLayer:
+    def test_layer_helper(self, tmp_path):
+        run_layer_test(
+            lambda: keras_stn.SpatialTransformer(
+                volume_loc_net(kernel_initializer="glorot_uniform"),
+                output_size=(3, 4, 5)),
+            input_shape=(2, 5, 6, 7, 2), expected_output_shape=(2, 3, 4, 5, 2),
+            tmp_path=tmp_path)
+
+    def test_fresh_layer_is_identity_and_channels_first_agrees(self, rng):
+        volumes = rng.uniform(size=(2, 5, 6, 7, 3)).astype(np.float32)
+        layer = keras_stn.SpatialTransformer(volume_loc_net())
+        np.testing.assert_allclose(layer(volumes).numpy(), volumes,
+                                   atol=EXACT_ATOL)
+        theta = np.eye(3, 4).ravel() + rng.normal(0, 0.1, 12)
+        last = keras_stn.SpatialTransformer(constant_loc_net(theta),
+                                            output_size=(4, 4, 4))
+        first = keras_stn.SpatialTransformer(constant_loc_net(theta),
+                                             output_size=(4, 4, 4),
+                                             data_format="channels_first")
+        out_first = first(np.moveaxis(volumes, -1, 1)).numpy()
+        np.testing.assert_allclose(np.moveaxis(out_first, 1, -1),
+                                   last(volumes).numpy(), atol=EXACT_ATOL)
+        assert first.compute_output_shape((None, 3, 5, 6, 7)) == (
+            None, 3, 4, 4, 4)
+
+    def test_volume_errors(self):
+        with pytest.raises(ValueError, match="volumes.*affine"):
+            keras_stn.SpatialTransformer(
+                keras.Sequential([keras.layers.Flatten(),
+                                  keras_stn.localization_head("attention")]),
+                transform="attention").build((None, 4, 4, 4, 1))
+        with pytest.raises(ValueError, match=r"12 values"):
+            keras_stn.SpatialTransformer(keras.Sequential([
+                keras.layers.Flatten(), keras_stn.localization_head("affine")
+            ])).build((None, 5, 5, 5, 1))
+        with pytest.raises(ValueError, match="output_size"):
+            keras_stn.SpatialTransformer(
+                volume_loc_net(), output_size=(4, 4)).build((None, 5, 5, 5, 1))

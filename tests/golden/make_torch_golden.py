@@ -74,6 +74,48 @@ def main():
                 images_t.grad.permute(0, 2, 3, 1).numpy())
             golden[prefix + "/grad_grid"] = grid_t.grad.numpy()
 
+    # Volumes: 5-D affine_grid / grid_sample ("bilinear" is trilinear there).
+    for align_corners in (False, True):
+        for depth, height, width in ((1, 1, 1), (2, 3, 4), (3, 4, 5)):
+            theta = rng.normal(0.0, 1.0, (2, 3, 4)).astype(np.float32)
+            grid = torch.nn.functional.affine_grid(
+                torch.from_numpy(theta), (2, 1, depth, height, width),
+                align_corners=align_corners)
+            prefix = _key("affine_grid_3d", align_corners, depth, height, width)
+            golden[prefix + "/theta"] = theta
+            golden[prefix + "/grid"] = grid.numpy()
+    volumes = rng.normal(0.0, 1.0, (2, 3, 4, 5, 2)).astype(np.float32)
+    upstream = rng.normal(0.0, 1.0, (2, 2, 3, 4, 2)).astype(np.float32)
+    identity = np.eye(3, 4, dtype=np.float32)
+    theta = (identity + rng.normal(0.0, 0.5, (2, 3, 4))).astype(np.float32)
+    uniform = rng.uniform(-1.6, 1.6, (2, 2, 3, 4, 3)).astype(np.float32)
+    golden["volumes"] = volumes
+    golden["volume_upstream"] = upstream
+    for interpolation, padding_mode, align_corners in itertools.product(
+            ("bilinear", "nearest"), PADDING_MODES, (False, True)):
+        for grid_name in ("theta", "uniform"):
+            if grid_name == "theta":
+                grid = torch.nn.functional.affine_grid(
+                    torch.from_numpy(theta), (2, 2, 2, 3, 4),
+                    align_corners=align_corners).detach().numpy()
+            else:
+                grid = uniform
+            volumes_t = torch.from_numpy(volumes).permute(0, 4, 1, 2, 3).clone()
+            volumes_t.requires_grad_(True)
+            grid_t = torch.from_numpy(grid).clone().requires_grad_(True)
+            out = torch.nn.functional.grid_sample(
+                volumes_t, grid_t, mode=interpolation,
+                padding_mode=padding_mode, align_corners=align_corners)
+            out_ndhwc = out.permute(0, 2, 3, 4, 1)
+            (out_ndhwc * torch.from_numpy(upstream)).sum().backward()
+            prefix = _key("3d", interpolation, padding_mode, align_corners,
+                          grid_name)
+            golden[prefix + "/grid"] = grid
+            golden[prefix + "/output"] = out_ndhwc.detach().numpy()
+            golden[prefix + "/grad_images"] = (
+                volumes_t.grad.permute(0, 2, 3, 4, 1).numpy())
+            golden[prefix + "/grad_grid"] = grid_t.grad.numpy()
+
     path = os.path.join(os.path.dirname(__file__), "torch_golden.npz")
     np.savez_compressed(path, **golden)
     print(f"wrote {len(golden)} arrays to {path}")
