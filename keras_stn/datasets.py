@@ -116,6 +116,7 @@ def _rotation(angle):
     return tf.stack([tf.stack([cos, -sin]), tf.stack([sin, cos])])
 
 
+@tf.autograph.experimental.do_not_convert
 def sample_distortion(distortion, seed):
     """Random parameters of one distortion, a pure function of `seed`.
 
@@ -169,6 +170,7 @@ def sample_distortion(distortion, seed):
     }
 
 
+@tf.autograph.experimental.do_not_convert
 def _homography(sources, targets):
     """The 8 parameters of H with H(sources[i]) = targets[i], 4 points."""
     rows, values = [], []
@@ -182,6 +184,7 @@ def _homography(sources, targets):
     return tf.reshape(solution, [8])
 
 
+@tf.autograph.experimental.do_not_convert
 def apply_distortion(image, distortion, params, clutter=None):
     """Distorts one `[28, 28, 1]` digit with given parameters.
 
@@ -239,6 +242,7 @@ def apply_distortion(image, distortion, params, clutter=None):
     return canvas
 
 
+@tf.autograph.experimental.do_not_convert
 def _clutter(clutter, params):
     """Six 6×6 patches of other digits, each pasted on an empty canvas."""
     size = CANVAS_SIZES["TC"]

@@ -87,3 +87,54 @@ def test_readme_python_blocks_run(tmp_path):
         [sys.executable, "readme_blocks.py"], cwd=tmp_path, env=_env(),
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@needs_mnist
+def test_mnist_addition_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "examples/mnist_addition.py", "--smoke",
+         "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["smoke"] and 0 <= report["test_error_percent"] <= 100
+    assert (tmp_path / "model.keras").is_file()
+    assert (tmp_path / "transforms.png").is_file()
+
+
+def test_two_transformers_in_parallel_pattern(tmp_path):
+    """Two SpatialTransformers on one input, features concatenated: both
+    localisation nets train, and the model saves and reloads."""
+    import keras
+
+    inputs = keras.Input((16, 16, 2))
+    views = [
+        keras_stn.SpatialTransformer(
+            keras.Sequential([
+                keras.layers.Flatten(),
+                keras_stn.localization_head(
+                    kernel_initializer=keras.initializers.RandomNormal(
+                        stddev=0.01, seed=index)),
+            ], name=f"loc_{index}"),
+            output_size=(8, 8), name=f"st_{index}")(inputs)
+        for index in range(2)
+    ]
+    features = keras.layers.Concatenate()(views)
+    assert tuple(features.shape) == (None, 8, 8, 4)
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(features))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(8, 16, 16, 2)).astype(np.float32)
+    y = rng.normal(size=(8, 3)).astype(np.float32)
+    before = [model.get_layer(f"loc_{i}").weights[0].numpy() for i in range(2)]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    after = [model.get_layer(f"loc_{i}").weights[0].numpy() for i in range(2)]
+    changes = [np.abs(a - b).max() for a, b in zip(after, before)]
+    assert all(change > 0 for change in changes), changes
+    path = tmp_path / "two.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(x).numpy(), model(x).numpy(),
+                               atol=1e-6)
