@@ -128,9 +128,11 @@ def test_two_transformers_in_parallel_pattern(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(8, 16, 16, 2)).astype(np.float32)
     y = rng.normal(size=(8, 3)).astype(np.float32)
-    before = [model.get_layer(f"loc_{i}").weights[0].numpy() for i in range(2)]
+    before = [model.get_layer(f"st_{i}").localization_net.weights[0].numpy()
+              for i in range(2)]
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    after = [model.get_layer(f"loc_{i}").weights[0].numpy() for i in range(2)]
+    after = [model.get_layer(f"st_{i}").localization_net.weights[0].numpy()
+             for i in range(2)]
     changes = [np.abs(a - b).max() for a, b in zip(after, before)]
     assert all(change > 0 for change in changes), changes
     path = tmp_path / "two.keras"
