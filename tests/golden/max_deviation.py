@@ -2,9 +2,9 @@
 
     python tests/golden/max_deviation.py
 
-Covers every affine_grid case and every interpolation × padding ×
-align_corners case of grid_sample (outputs and gradients w.r.t. images and
-grid) in `torch_golden.npz`. Needs no torch.
+Covers every affine_grid case (2-D and 3-D) and every interpolation ×
+padding × align_corners case of grid_sample on images and volumes (outputs
+and gradients w.r.t. images and grid) in `torch_golden.npz`. Needs no torch.
 """
 
 import os
@@ -21,25 +21,28 @@ def main():
     golden = dict(np.load(GOLDEN))
     worst = {"affine_grid": 0.0, "output": 0.0, "grad_images": 0.0,
              "grad_grid": 0.0}
+    cases = {}
     for key in golden:
         parts = key.split("/")
-        if parts[0] == "affine_grid" and parts[-1] == "grid":
+        if parts[0] in ("affine_grid", "affine_grid_3d") and parts[-1] == "grid":
             prefix = "/".join(parts[:-1])
-            size = (int(parts[2]), int(parts[3]))
+            size = tuple(int(part) for part in parts[2:-1])
             grid = keras_stn.affine_grid(golden[prefix + "/theta"], size,
                                          parts[1] == "True")
             worst["affine_grid"] = max(
                 worst["affine_grid"], np.abs(grid.numpy() - golden[key]).max())
-        elif len(parts) == 5 and parts[-1] == "output":
-            prefix = "/".join(parts[:4])
-            interpolation, padding_mode = parts[0], parts[1]
-            images = tf.constant(golden["images"])
+        elif parts[-1] == "output":
+            volume = parts[0] == "3d"
+            prefix = "/".join(parts[:-1])
+            interpolation, padding_mode, align = parts[-5:-2]
+            images = tf.constant(golden["volumes" if volume else "images"])
+            upstream = golden["volume_upstream" if volume else "upstream"]
             grid = tf.constant(golden[prefix + "/grid"])
             with tf.GradientTape(persistent=True) as tape:
                 tape.watch([images, grid])
                 out = keras_stn.grid_sample(images, grid, interpolation,
-                                            padding_mode, parts[2] == "True")
-                loss = tf.reduce_sum(out * golden["upstream"])
+                                            padding_mode, align == "True")
+                loss = tf.reduce_sum(out * upstream)
             grad_grid = tape.gradient(loss, grid)
             grad_grid = (np.zeros(grid.shape) if grad_grid is None
                          else grad_grid.numpy())
@@ -51,8 +54,14 @@ def main():
             for name, value in found.items():
                 worst[name] = max(worst[name], np.abs(
                     value - golden[f"{prefix}/{name}"]).max())
+            label = ("3-D " if volume else "") + interpolation
+            cases[label] = max(cases.get(label, 0.0),
+                               float(np.abs(found["output"] - golden[
+                                   prefix + "/output"]).max()))
     print(f"torch {golden['torch_version']}: max |keras_stn - torch| = "
-          + ", ".join(f"{name} {value:.2e}" for name, value in worst.items()))
+          + ", ".join(f"{name} {value:.2e}" for name, value in worst.items())
+          + "; worst output by mode: "
+          + ", ".join(f"{label} {value:.2e}" for label, value in cases.items()))
 
 
 if __name__ == "__main__":
