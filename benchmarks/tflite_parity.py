@@ -38,13 +38,8 @@ def rotated_test_digits(count):
 
 
 def two_output_model():
-    trained = keras.saving.load_model(FIXTURE)
-    inputs = keras.Input((28, 28, 1))
-    warped = trained.layers[0](inputs)
-    hidden = warped
-    for layer in trained.layers[1:]:
-        hidden = layer(hidden)
-    return keras.Model(inputs, [hidden, warped])
+    return keras_stn.models.with_transformer_output(
+        keras.saving.load_model(FIXTURE))
 
 
 def naive_int8(model, path, representative_dataset):

@@ -13,15 +13,22 @@ import numpy as np
 import tensorflow as tf
 
 
-def _check_size(size, ranks=(2,)):
-    """Returns `size` as a tuple of positive Python ints, or raises."""
+def check_size(size, ranks=(2,), argument="size"):
+    """Returns `size` as a tuple of positive Python ints, or raises.
+
+    Args:
+        size: the value to check.
+        ranks: allowed lengths (2: `(height, width)`, 3: `(depth, height,
+            width)`).
+        argument: the argument's name, for the error message.
+    """
     expected = " or ".join(
         "(height, width)" if rank == 2 else "(depth, height, width)"
         for rank in ranks
     )
     message = (
-        f"Invalid value for argument `size`. Expected a tuple {expected} of "
-        f"positive ints. Received: size={size!r}"
+        f"Invalid value for argument `{argument}`. Expected a tuple "
+        f"{expected} of positive ints. Received: {argument}={size!r}"
     )
     if not isinstance(size, (tuple, list)) or len(size) not in ranks:
         raise ValueError(message)
@@ -71,7 +78,7 @@ def meshgrid(height, width, align_corners=False):
     >>> grid[0, :, 0].numpy().tolist()
     [-1.0, 0.0, 1.0]
     """
-    height, width = _check_size((height, width))
+    height, width = check_size((height, width))
     return tf.constant(_homogeneous_meshgrid(height, width, align_corners)
                        .reshape(height, width, 3)[..., :2])
 
@@ -107,7 +114,7 @@ def homogeneous_transform(matrices, size, align_corners=False):
         Tensor `[batch, prod(size), rows]`: one batched matmul of the
         meshgrid `(x, y[, z], 1)` with the transposed matrices.
     """
-    size = _check_size(size, ranks=(2, 3))
+    size = check_size(size, ranks=(2, 3))
     base = tf.constant(
         _homogeneous_meshgrid(*size, align_corners), dtype=matrices.dtype
     )
@@ -153,7 +160,7 @@ def affine_grid(theta, size, align_corners=False, name=None):
     TensorShape([1, 2, 4, 5, 3])
     """
     with tf.name_scope(name or "affine_grid"):
-        size = _check_size(size, ranks=(2, 3))
+        size = check_size(size, ranks=(2, 3))
         rank = len(size)
         theta = tf.convert_to_tensor(theta)
         if not theta.dtype.is_floating:

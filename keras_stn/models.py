@@ -99,3 +99,41 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
         + paper_cnn_layers(filters, num_classes),
         name=name,
     )
+
+
+def with_transformer_output(model):
+    """Rebuilds a model so that it also returns its transformer's output.
+
+    For a `keras.Sequential` whose first layer is a `SpatialTransformer`
+    (such as `paper_st_cnn`): a functional model sharing its layers and
+    weights that returns `(model outputs, transformer outputs)` — to look at
+    what the transformer learned, or to export both to TFLite.
+
+    Args:
+        model: the `keras.Sequential` model.
+
+    Returns:
+        A `keras.Model` with two outputs.
+
+    Example:
+
+    >>> model = keras_stn.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
+    >>> logits, warped = keras_stn.models.with_transformer_output(model)(
+    ...     np.zeros((2, 42, 42, 1), "float32"))
+    >>> tuple(warped.shape)
+    (2, 28, 28, 1)
+    """
+    if not isinstance(model, keras.Sequential) or not model.layers or not (
+        isinstance(model.layers[0], SpatialTransformer)
+    ):
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a keras.Sequential "
+            "whose first layer is a SpatialTransformer. Received: "
+            f"{type(model).__name__} with layers "
+            f"{[type(layer).__name__ for layer in getattr(model, 'layers', [])]}")
+    inputs = keras.Input(model.inputs[0].shape[1:], dtype=model.inputs[0].dtype)
+    warped = model.layers[0](inputs)
+    hidden = warped
+    for layer in model.layers[1:]:
+        hidden = layer(hidden)
+    return keras.Model(inputs, [hidden, warped])

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_stn import transforms as transforms_lib
+from keras_stn.grid import check_size
 from keras_stn.sampling import check_align_corners
 from keras_stn.sampling import check_interpolation
 from keras_stn.sampling import check_padding_mode
@@ -20,23 +21,7 @@ SAMPLER_SCOPE = "sampler"
 def _check_output_size(output_size):
     if output_size is None:
         return None
-    message = (
-        "Invalid value for argument `output_size`. Expected None or a tuple "
-        "(height, width) — (depth, height, width) for volumes — of positive "
-        f"ints. Received: output_size={output_size!r}"
-    )
-    if not isinstance(output_size, (tuple, list)) or len(output_size) not in (
-        2, 3
-    ):
-        raise ValueError(message)
-    for dim in output_size:
-        if isinstance(dim, (bool, np.bool_)) or not isinstance(
-            dim, (int, np.integer)
-        ):
-            raise TypeError(message)
-        if dim < 1:
-            raise ValueError(message)
-    return tuple(int(dim) for dim in output_size)
+    return check_size(output_size, ranks=(2, 3), argument="output_size")
 
 
 def _check_non_negative(name, value, strictly=False):

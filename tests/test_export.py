@@ -174,13 +174,8 @@ def _rotated_test_digits(count):
 @pytest.fixture(scope="module")
 def trained_two_output_model():
     """The fixture ST-CNN, rebuilt to output (logits, transformed image)."""
-    trained = keras.saving.load_model(FIXTURE)
-    inputs = keras.Input((28, 28, 1))
-    warped = trained.layers[0](inputs)
-    hidden = warped
-    for layer in trained.layers[1:]:
-        hidden = layer(hidden)
-    return keras.Model(inputs, [hidden, warped])
+    return keras_stn.models.with_transformer_output(
+        keras.saving.load_model(FIXTURE))
 
 
 @pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX folder absent")

@@ -443,7 +443,7 @@ class TestBadInput:
             keras_stn.SpatialTransformer(conv_loc_net(), **{argument: value})
 
     @pytest.mark.parametrize("output_size", [
-        (28,), (0, 5), (5, -1), [3, 3, 3], "28x28", 28])
+        (28,), (0, 5), (5, -1), [3, 3, 3, 3], "28x28", 28])
     def test_bad_output_size_value(self, output_size):
         with pytest.raises(ValueError, match=r"output_size.*Received"):
             keras_stn.SpatialTransformer(conv_loc_net(),
