@@ -174,12 +174,13 @@ def grid_sample(
     align_corners=False,
     name=None,
 ):
-    """Samples a batch of NHWC images at normalised grid coordinates.
+    """Samples a batch of NHWC images (or NDHWC volumes) at grid coordinates.
 
     Equal to `torch.nn.functional.grid_sample(input, grid, mode,
     padding_mode, align_corners)` to float precision, with images in NHWC
-    (channels last) where PyTorch takes NCHW. Gradients flow to both `images`
-    and `grid` (the latter is zero almost everywhere for `"nearest"`).
+    (channels last) where PyTorch takes NCHW, and volumes in NDHWC where it
+    takes NCDHW. Gradients flow to both `images` and `grid` (the latter is
+    zero almost everywhere for `"nearest"`).
 
     Convention:
         `grid[b, i, j] = (x, y)` in [-1, 1], x (width) first; -1 and 1 are the
@@ -190,12 +191,16 @@ def grid_sample(
         so a sample half a pixel outside gets half its weight), the nearest
         edge pixel (`"border"`) or the image mirrored at its edges
         (`"reflection"`). Non-finite coordinates read as far outside.
+        Volumes add z (depth) as the grid's third coordinate.
 
     Args:
-        images: float tensor `[batch, height, width, channels]`.
-        grid: float tensor `[batch, out_height, out_width, 2]`.
-        interpolation: `"bilinear"`, `"nearest"` (ties round to even, as
-            PyTorch's `nearbyint`) or `"bicubic"` (cubic convolution with
+        images: float tensor `[batch, height, width, channels]`, or a
+            volume `[batch, depth, height, width, channels]`.
+        grid: float tensor `[batch, out_height, out_width, 2]` (volumes:
+            `[batch, out_depth, out_height, out_width, 3]`).
+        interpolation: `"bilinear"` (trilinear on volumes, as PyTorch's
+            "bilinear"), `"nearest"` (ties round to even, as PyTorch's
+            `nearbyint`) or `"bicubic"` (images only: cubic convolution with
             A = −0.75 over 4×4 taps, as PyTorch's; it may overshoot the
             input's range).
         padding_mode: `"zeros"`, `"border"` or `"reflection"`.
@@ -203,7 +208,8 @@ def grid_sample(
         name: optional name scope.
 
     Returns:
-        A tensor `[batch, out_height, out_width, channels]` of `images`'
+        A tensor `[batch, out_height, out_width, channels]` (volumes:
+        `[batch, out_depth, out_height, out_width, channels]`) of `images`'
         dtype. Coordinates and weights are float32 (float64 for a float64
         grid), whatever the dtype of `images` or `grid`.
 
