@@ -156,6 +156,11 @@ class SpatialTransformer(keras.layers.Layer):
                 f"localization_net={localization_net!r} of type "
                 f"{type(localization_net).__name__}"
             )
+        if not isinstance(transform, str):
+            raise TypeError(
+                "Invalid value for argument `transform`. Expected a name, one "
+                f"of {transforms_lib.SUPPORTED_TRANSFORMS}. Received: "
+                f"transform={transform!r}")
         self._transform = transforms_lib.get(transform, control_points)
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
