@@ -41,3 +41,45 @@ def test_tflite_parity_smoke():
     assert len(rows) == 5, result.stdout
     float32_agreement = float(rows[0].split("|")[3].strip(" %"))
     assert float32_agreement == 100.0
+
+
+def test_grid_sample_speed_smoke(tmp_path):
+    # keras_stn and the naive baseline, with and without XLA, and TFLite;
+    # torch joins when installed (never in the test environment's needs).
+    result = subprocess.run(
+        [sys.executable, "benchmarks/grid_sample_speed.py", "--tiny",
+         "--repeats", "2", "--warmup", "1", "--json",
+         str(tmp_path / "speed.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    raw = json.loads((tmp_path / "speed.json").read_text())
+    for name in ("keras_stn", "keras_stn_xla", "naive_tf", "naive_tf_xla",
+                 "tflite"):
+        rows = raw["results"][name]
+        assert len(rows) == len(raw["workloads"])
+        assert all(row["fwd"] > 0 for row in rows)
+    assert all(row["fwd+bwd"] > 0 and row["fwd+dθ"] > 0
+               for row in raw["results"]["keras_stn"])
+    assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
+
+
+def test_naive_baseline_computes_the_same_sampling():
+    import importlib.util
+
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_stn
+
+    spec = importlib.util.spec_from_file_location(
+        "grid_sample_speed", REPO_ROOT / "benchmarks" / "grid_sample_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    images, theta = module.inputs_for((3, 9, 11, 2, 7, 8))
+    naive = module.naive_gather_nd_sampler(tf.constant(images),
+                                           tf.constant(theta), 7, 8)
+    ours = keras_stn.grid_sample(images, keras_stn.affine_grid(theta, (7, 8)))
+    np.testing.assert_allclose(naive.numpy(), ours.numpy(), atol=1e-5)
