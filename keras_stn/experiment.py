@@ -178,6 +178,13 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     Returns:
         The report, also written to `<output_dir>/<run_name>/report.json`.
     """
+    try:  # Fail before training, not after: the pictures need matplotlib.
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "The main job draws transforms.png and training_curves.png with "
+            "matplotlib: pip install 'keras-stn[examples]' (or matplotlib)."
+        ) from error
     if smoke:
         epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
         batch_size = SMOKE["batch_size"]
