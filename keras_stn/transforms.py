@@ -100,23 +100,26 @@ class Affine(Transform):
 
     name = "affine"
     num_params = 6
+    matrix_shape = (2, 3)
 
     @property
     def identity(self):
-        return np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)
+        return np.eye(*self.matrix_shape, dtype=np.float32).ravel()
 
     def params_shape_error(self, shape):
-        if len(shape) == 3 and tuple(shape[1:]) in ((2, 3), (None, None)):
+        rows, cols = self.matrix_shape
+        if len(shape) == 3 and tuple(shape[1:]) in ((rows, cols), (None, None)):
             return None
         if len(shape) == 2 and shape[1] in (self.num_params, None):
             return None
-        return self._shape_message(shape, "[batch, 6] or [batch, 2, 3]")
+        return self._shape_message(
+            shape, f"[batch, {self.num_params}] or [batch, {rows}, {cols}]")
 
     def grid(self, params, size, align_corners=False):
         return affine_grid(self.flatten(params), size, align_corners)
 
 
-class Affine3D(Transform):
+class Affine3D(Affine):
     """3-D affine θ for volumes: 12 parameters, a row-major 3×4 matrix.
 
     `SpatialTransformer(transform="affine")` uses it for rank-5 inputs; its
@@ -126,20 +129,7 @@ class Affine3D(Transform):
 
     name = "affine_3d"
     num_params = 12
-
-    @property
-    def identity(self):
-        return np.eye(3, 4, dtype=np.float32).ravel()
-
-    def params_shape_error(self, shape):
-        if len(shape) == 3 and tuple(shape[1:]) in ((3, 4), (None, None)):
-            return None
-        if len(shape) == 2 and shape[1] in (self.num_params, None):
-            return None
-        return self._shape_message(shape, "[batch, 12] or [batch, 3, 4]")
-
-    def grid(self, params, size, align_corners=False):
-        return affine_grid(self.flatten(params), size, align_corners)
+    matrix_shape = (3, 4)
 
 
 class Attention(_LinearAffine):
