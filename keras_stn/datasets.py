@@ -13,6 +13,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_stn import sampling
+from keras_stn import transforms as transforms_lib
+from keras_stn.grid import affine_grid
+
 MNIST_DIR_ENV = "KERAS_STN_MNIST_DIR"
 DATA_DIR_ENV = "KERAS_STN_DATA_DIR"
 _MNIST_FILES = (
@@ -201,11 +205,6 @@ def apply_distortion(image, distortion, params, clutter=None):
     Returns:
         float32 `[S, S, 1]`, S = `CANVAS_SIZES[distortion]`.
     """
-    # Imported here: the transforms import this package's grid module.
-    from keras_stn import transforms as transforms_lib
-    from keras_stn.grid import affine_grid
-    from keras_stn.sampling import grid_sample
-
     _check_distortion(distortion)
     size = CANVAS_SIZES[distortion]
     half_digit = _DIGIT / 2.0
@@ -236,7 +235,7 @@ def apply_distortion(image, distortion, params, clutter=None):
         positions = points / params["scale"] + params["control_noise"] / half_digit
         grid = tps.grid(tf.reshape(positions, [1, 32]), (size, size))
 
-    canvas = grid_sample(images, grid)[0]
+    canvas = sampling.grid_sample(images, grid)[0]
     if distortion == "TC":
         canvas = tf.maximum(canvas, _clutter(clutter, params))
     return canvas
