@@ -12,6 +12,8 @@ Convention (shared by every grid and sampling function of `keras_stn`):
 import numpy as np
 import tensorflow as tf
 
+from keras_stn._compilation import in_xla_context
+
 
 def check_size(size, ranks=(2,), argument="size"):
     """Returns `size` as a tuple of positive Python ints, or raises.
@@ -111,16 +113,34 @@ def homogeneous_transform(matrices, size, align_corners=False):
         align_corners: bool, as in `meshgrid`.
 
     Returns:
-        Tensor `[batch, prod(size), rows]`: one batched matmul of the
-        meshgrid `(x, y[, z], 1)` with the transposed matrices.
+        Tensor `[batch, prod(size), rows]`: the meshgrid `(x, y[, z], 1)`
+        times the transposed matrices.
     """
     size = check_size(size, ranks=(2, 3))
-    base = tf.constant(
-        _homogeneous_meshgrid(*size, align_corners), dtype=matrices.dtype
-    )
-    # [1, N, k + 1] @ [batch, k + 1, rows]: the batch comes from θ at run
-    # time, so no batch-sized constant is ever created.
-    return tf.matmul(tf.expand_dims(base, 0), matrices, transpose_b=True)
+    base = _homogeneous_meshgrid(*size, align_corners)  # [N, k + 1]
+    rows, cols = matrices.shape[1], matrices.shape[2]
+    if rows is None or cols is None:
+        raise ValueError(
+            "homogeneous_transform needs matrices of static shape [batch, "
+            f"rows, k + 1]. Received: matrices.shape={matrices.shape}"
+        )
+    if in_xla_context():
+        # XLA runs a matmul with k + 1 = 3 as a slow generic dot but fuses
+        # broadcast multiply-adds into one loop: [batch, 1, k+1] x [N, k+1].
+        matrices = tf.expand_dims(matrices, 1)  # [batch, 1, rows, k + 1]
+        points = None
+        for col in range(cols):
+            term = matrices[:, :, :, col] * tf.constant(
+                base[:, col : col + 1], dtype=matrices.dtype)
+            points = term if points is None else points + term
+        return points
+    # One plain matmul [batch * rows, k + 1] @ [k + 1, N], then the rows go
+    # last. The batch comes from θ at run time: no batch-sized constant.
+    flat = tf.reshape(matrices, [-1, cols])
+    points = tf.matmul(
+        flat, tf.constant(base, dtype=matrices.dtype), transpose_b=True)
+    points = tf.reshape(points, [-1, rows, base.shape[0]])
+    return tf.transpose(points, [0, 2, 1])
 
 
 def affine_grid(theta, size, align_corners=False, name=None):
