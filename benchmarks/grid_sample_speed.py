@@ -8,11 +8,15 @@ Implementations, each measured in its own process on the same inputs
 
 - `keras_stn`: `keras_stn.affine_grid` + `keras_stn.grid_sample` in a
   `tf.function`, without and with XLA (`jit_compile=True`);
+- `keras_stn_fused`: `keras_stn.affine_coordinates` +
+  `keras_stn.sample_coordinates`, the same sampling with the grid kept as
+  one plane per axis, as `SpatialTransformer` runs it;
 - `naive_tf`: a gather_nd sampler as public TF STN code writes it (batch
   indices baked into a `[B, H, W, 3]` index tensor), without and with XLA;
 - `torch`: `torch.nn.functional.affine_grid` + `grid_sample` (CPU, optional:
   `pip install torch==2.13.0`);
-- `tflite`: the keras_stn sampler converted with `keras_stn.export_tflite`
+- `tflite`: the fused keras_stn sampler (as `SpatialTransformer` exports
+  it) converted with `keras_stn.export_tflite`
   and run in LiteRT with 2 threads (forward only; a signature call, inputs
   set and output read included).
 
@@ -45,8 +49,9 @@ WORKLOADS = [  # batch, height, width, channels, out_height, out_width
 ]
 TINY_WORKLOADS = [(4, 12, 12, 1, 12, 12), (2, 10, 10, 8, 8, 8)]
 MODES = ("fwd", "fwd+bwd", "fwd+dθ")
-IMPLEMENTATIONS = ("keras_stn", "keras_stn_xla", "naive_tf", "naive_tf_xla",
-                   "torch", "tflite")
+IMPLEMENTATIONS = ("keras_stn", "keras_stn_xla", "keras_stn_fused",
+                   "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "torch",
+                   "tflite")
 
 
 def inputs_for(workload, seed=0):
@@ -125,6 +130,9 @@ def tf_worker(name, workloads, warmup, repeats):
         def forward(images, theta):
             if name.startswith("naive_tf"):
                 return naive_gather_nd_sampler(images, theta, *out_size)
+            if name.startswith("keras_stn_fused"):
+                coords = keras_stn.affine_coordinates(theta, out_size)
+                return keras_stn.sample_coordinates(images, coords)
             grid = keras_stn.affine_grid(theta, out_size)
             return keras_stn.grid_sample(images, grid)
 
@@ -175,8 +183,8 @@ def tflite_worker(workloads, warmup, repeats):
         images_np, theta_np = inputs_for(workload)
         image_input = keras.Input((height, width, channels), name="images")
         theta_input = keras.Input((6,), name="theta")
-        warped = keras.layers.Lambda(lambda args: keras_stn.grid_sample(
-            args[0], keras_stn.affine_grid(args[1], (out_h, out_w))))(
+        warped = keras.layers.Lambda(lambda args: keras_stn.sample_coordinates(
+            args[0], keras_stn.affine_coordinates(args[1], (out_h, out_w))))(
                 [image_input, theta_input])
         model = keras.Model([image_input, theta_input], warped)
         with tempfile.TemporaryDirectory() as scratch:

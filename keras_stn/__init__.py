@@ -24,10 +24,12 @@ from keras_stn import transforms
 from keras_stn.export import export_tflite
 from keras_stn.export import run_tflite
 from keras_stn.export import tflite_ops
+from keras_stn.grid import affine_coordinates
 from keras_stn.grid import affine_grid
 from keras_stn.initializers import IdentityInitializer
 from keras_stn.initializers import localization_head
 from keras_stn.sampling import grid_sample
+from keras_stn.sampling import sample_coordinates
 from keras_stn.spatial_transformer import SpatialTransformer
 
 __version__ = "0.1.0"
@@ -35,12 +37,14 @@ __version__ = "0.1.0"
 __all__ = [
     "IdentityInitializer",
     "SpatialTransformer",
+    "affine_coordinates",
     "affine_grid",
     "datasets",
     "export",
     "export_tflite",
     "grid",
     "grid_sample",
+    "sample_coordinates",
     "localization_head",
     "models",
     "run_tflite",

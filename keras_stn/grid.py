@@ -181,25 +181,58 @@ def affine_grid(theta, size, align_corners=False, name=None):
     """
     with tf.name_scope(name or "affine_grid"):
         size = check_size(size, ranks=(2, 3))
-        rank = len(size)
-        theta = tf.convert_to_tensor(theta)
-        if not theta.dtype.is_floating:
-            raise TypeError(
-                "Invalid dtype for argument `theta`. Expected a floating "
-                f"dtype. Received: theta.dtype={theta.dtype.name}"
-            )
-        shape = theta.shape
-        rows, cols = rank, rank + 1
-        if not (
-            (shape.rank == 3 and shape[1:].as_list() in ([rows, cols], [None, None]))
-            or (shape.rank == 2 and shape[1] in (rows * cols, None))
-        ):
-            raise ValueError(
-                f"Invalid shape for argument `theta`. Expected [batch, {rows}, "
-                f"{cols}] or [batch, {rows * cols}] for a {rank}-D size "
-                f"{size}. Received: theta.shape={shape}"
-            )
-        theta = tf.cast(theta, coordinate_dtype(theta.dtype))
-        theta = tf.reshape(theta, [-1, rows, cols])
+        theta = _affine_matrices(theta, size)
         grid = homogeneous_transform(theta, size, align_corners)
-        return tf.reshape(grid, [-1, *size, rank])
+        return tf.reshape(grid, [-1, *size, len(size)])
+
+
+def affine_coordinates(theta, size, align_corners=False, name=None):
+    """`affine_grid` as one tensor per axis: `[x, y]` (volumes `[x, y, z]`).
+
+    Each is `[batch, *size]`, equal to the matching slice of `affine_grid`'s
+    result; produced without a `[..., 2]` axis, which TFLite and TF's
+    runtime would have to slice apart again (see `sample_coordinates`).
+    """
+    with tf.name_scope(name or "affine_grid"):
+        size = check_size(size, ranks=(2, 3))
+        theta = _affine_matrices(theta, size)
+        base = _homogeneous_meshgrid(*size, align_corners)
+        coords = []
+        for row in range(len(size)):
+            weights = theta[:, row, :]  # [batch, k + 1]
+            if in_xla_context():
+                points = None
+                for col in range(base.shape[1]):
+                    term = weights[:, col : col + 1] * tf.constant(
+                        base[None, :, col], dtype=theta.dtype)
+                    points = term if points is None else points + term
+            else:
+                points = tf.matmul(
+                    weights, tf.constant(base, dtype=theta.dtype),
+                    transpose_b=True)
+            coords.append(tf.reshape(points, [-1, *size]))
+        return coords
+
+
+def _affine_matrices(theta, size):
+    """Validated θ as float32 (float64) `[batch, k, k + 1]` matrices."""
+    rank = len(size)
+    theta = tf.convert_to_tensor(theta)
+    if not theta.dtype.is_floating:
+        raise TypeError(
+            "Invalid dtype for argument `theta`. Expected a floating "
+            f"dtype. Received: theta.dtype={theta.dtype.name}"
+        )
+    shape = theta.shape
+    rows, cols = rank, rank + 1
+    if not (
+        (shape.rank == 3 and shape[1:].as_list() in ([rows, cols], [None, None]))
+        or (shape.rank == 2 and shape[1] in (rows * cols, None))
+    ):
+        raise ValueError(
+            f"Invalid shape for argument `theta`. Expected [batch, {rows}, "
+            f"{cols}] or [batch, {rows * cols}] for a {rank}-D size "
+            f"{size}. Received: theta.shape={shape}"
+        )
+    theta = tf.cast(theta, coordinate_dtype(theta.dtype))
+    return tf.reshape(theta, [-1, rows, cols])

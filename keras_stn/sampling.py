@@ -11,6 +11,7 @@ import itertools
 
 import tensorflow as tf
 
+from keras_stn import _bilinear
 from keras_stn.grid import coordinate_dtype
 
 _SUPPORTED_INTERPOLATION = ("bilinear", "nearest", "bicubic")
@@ -109,7 +110,7 @@ def _pixel_coordinates(coord, size, padding_mode, align_corners):
         coord = tf.clip_by_value(
             coord, -_OUTSIDE_MARGIN, size - 1.0 + _OUTSIDE_MARGIN
         )
-    return _snap_to_pixel_centres(coord, size)
+    return coord
 
 
 def _pad_coordinates(coord, size, padding_mode, align_corners):
@@ -124,10 +125,13 @@ def _pad_coordinates(coord, size, padding_mode, align_corners):
     return coord
 
 
-def _source_coordinates(coord, size, padding_mode, align_corners):
+def _source_coordinates(coord, size, padding_mode, align_corners,
+                        snap=True):
     """Pixel coordinates along one axis after padding, finite and bounded."""
     size = tf.cast(size, coord.dtype)
     coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
+    if snap:
+        coord = _snap_to_pixel_centres(coord, size)
     return _pad_coordinates(coord, size, padding_mode, align_corners)
 
 
@@ -229,99 +233,149 @@ def grid_sample(
         grid = tf.convert_to_tensor(grid)
         _check_inputs(images, grid)
 
-        coord_dtype = coordinate_dtype(grid.dtype)
-        value_dtype = (
-            tf.float64
-            if tf.float64 in (images.dtype, coord_dtype)
-            else tf.float32
-        )
-        grid = tf.cast(grid, coord_dtype)
+        grid = tf.cast(grid, coordinate_dtype(grid.dtype))
+        # Per-axis slices: single-output ops, which int8 export keeps in
+        # float by name (an UNPACK is faster in TFLite but breaks that).
         spatial = images.shape.rank - 2
-        if interpolation == "bicubic" and spatial == 3:
-            raise ValueError(
-                "Invalid value for argument `interpolation`: 'bicubic' "
-                "samples 2-D images only (as in PyTorch). Use 'bilinear' "
-                "(trilinear on volumes) or 'nearest'. Received: "
-                f"images.shape={images.shape}"
-            )
-        # Per axis, x first: sizes (width, height[, depth]) and the strides
-        # of a flattened image.
-        sizes = [_dim(images, axis) for axis in range(spatial, 0, -1)]
-        sizes_f = [tf.cast(size, coord_dtype) for size in sizes]
-        strides = [1]
-        for size in sizes[:-1]:
-            strides.append(strides[-1] * size)
-        channels = _dim(images, spatial + 1)
-        flat = tf.reshape(images, [-1, channels])
-        # Offsets of each image in `flat`, from the run-time batch size.
-        offsets = tf.reshape(
-            tf.range(tf.shape(images)[0]) * (strides[-1] * sizes[-1]),
-            [-1] + [1] * spatial,
+        return _sample(images, [grid[..., axis] for axis in range(spatial)],
+                       interpolation, padding_mode, align_corners)
+
+
+def sample_coordinates(images, coords, interpolation="bilinear",
+                       padding_mode="zeros", align_corners=False, name=None):
+    """`grid_sample` with the grid given as one tensor per axis.
+
+    What `SpatialTransformer` runs: a grid generator that produces the x and
+    y planes separately saves TFLite and TF's runtime from slicing the
+    innermost axis of a `[batch, height, width, 2]` grid.
+
+    Args:
+        images: as in `grid_sample`.
+        coords: list of float tensors `[batch, out_height, out_width]` (x,
+            y), or three (x, y, z) `[batch, out_depth, out_height,
+            out_width]` for volumes: the grid's last axis, split.
+        interpolation, padding_mode, align_corners, name: as in
+            `grid_sample`.
+
+    Returns:
+        As `grid_sample(images, tf.stack(coords, -1), ...)`.
+    """
+    check_interpolation(interpolation)
+    check_padding_mode(padding_mode)
+    check_align_corners(align_corners)
+    with tf.name_scope(name or "grid_sample"):
+        images = tf.convert_to_tensor(images)
+        coords = [tf.convert_to_tensor(coord) for coord in coords]
+        grid_shape = coords[0].shape.concatenate([len(coords)])
+        _check_inputs(images, tf.TensorSpec(grid_shape, coords[0].dtype))
+        dtype = coordinate_dtype(coords[0].dtype)
+        return _sample(images, [tf.cast(c, dtype) for c in coords],
+                       interpolation, padding_mode, align_corners)
+
+
+def _sample(images, coords, interpolation, padding_mode, align_corners):
+    """The sampler proper, on validated images and per-axis coordinates."""
+    coord_dtype = coords[0].dtype
+    value_dtype = (
+        tf.float64
+        if tf.float64 in (images.dtype, coord_dtype)
+        else tf.float32
+    )
+    spatial = images.shape.rank - 2
+    if interpolation == "bicubic" and spatial == 3:
+        raise ValueError(
+            "Invalid value for argument `interpolation`: 'bicubic' "
+            "samples 2-D images only (as in PyTorch). Use 'bilinear' "
+            "(trilinear on volumes) or 'nearest'. Received: "
+            f"images.shape={images.shape}"
         )
-        # Single-output slices (not one UNPACK): selective quantisation at
-        # export can then keep each of them in float by name.
-        coords = [grid[..., axis] for axis in range(spatial)]
+    # Per axis, x first: sizes (width, height[, depth]) and the strides
+    # of a flattened image.
+    sizes = [_dim(images, axis) for axis in range(spatial, 0, -1)]
+    sizes_f = [tf.cast(size, coord_dtype) for size in sizes]
+    if interpolation == "bilinear" and spatial == 2:
+        height, width = images.shape[1], images.shape[2]
+        if height is not None and width is not None:
+            x, y = [
+                _source_coordinates(coord, size, padding_mode,
+                                    align_corners, snap=False)
+                for coord, size in zip(coords, sizes_f)
+            ]
+            padded = _bilinear.pad_images(tf.cast(images, value_dtype))
+            output = _bilinear.bilinear(padded, x, y, height, width)
+            return tf.cast(output, images.dtype)
 
-        def gather(indices):
-            index = offsets
-            for axis in reversed(range(spatial)):
-                step = indices[axis]
-                if not (isinstance(strides[axis], int) and strides[axis] == 1):
-                    step = step * strides[axis]
-                index = index + step
-            return tf.cast(tf.gather(flat, index), value_dtype)
+    strides = [1]
+    for size in sizes[:-1]:
+        strides.append(strides[-1] * size)
+    channels = _dim(images, spatial + 1)
+    flat = tf.reshape(images, [-1, channels])
+    # Offsets of each image in `flat`, from the run-time batch size.
+    offsets = tf.reshape(
+        tf.range(tf.shape(images)[0]) * (strides[-1] * sizes[-1]),
+        [-1] + [1] * spatial,
+    )
 
-        def weighted(weight, values):
-            return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
+    def gather(indices):
+        index = offsets
+        for axis in reversed(range(spatial)):
+            step = indices[axis]
+            if not (isinstance(strides[axis], int) and strides[axis] == 1):
+                step = step * strides[axis]
+            index = index + step
+        return tf.cast(tf.gather(flat, index), value_dtype)
 
-        if interpolation == "bicubic":
-            return tf.cast(
-                _bicubic(coords, sizes_f, padding_mode, align_corners,
-                         gather, weighted),
-                images.dtype,
-            )
+    def weighted(weight, values):
+        return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
 
-        coords = [
-            _source_coordinates(coord, size, padding_mode, align_corners)
-            for coord, size in zip(coords, sizes_f)
-        ]
-        if interpolation == "nearest":
-            rounded = [_round_half_to_even(coord) for coord in coords]
-            values = gather([
-                _clamped_int(index, size)
-                for index, size in zip(rounded, sizes_f)
-            ])
-            if padding_mode == "zeros":
-                mask = _in_range(rounded[0], sizes_f[0])
-                for index, size in zip(rounded[1:], sizes_f[1:]):
-                    mask = mask * _in_range(index, size)
-                values = weighted(mask, values)
-            return tf.cast(values, images.dtype)
+    if interpolation == "bicubic":
+        return tf.cast(
+            _bicubic(coords, sizes_f, padding_mode, align_corners,
+                     gather, weighted),
+            images.dtype,
+        )
 
-        # Linear in every axis: 2 corners per axis, per-axis weights.
-        corners, weights = [], []
-        for coord, size in zip(coords, sizes_f):
-            low = tf.floor(coord)
-            high = low + 1.0
-            low_weight, high_weight = high - coord, coord - low
-            if padding_mode == "zeros":
-                # A corner outside the image contributes zero: masking the
-                # per-axis weights masks every corner on that row/column.
-                low_weight = low_weight * _in_range(low, size)
-                high_weight = high_weight * _in_range(high, size)
-            corners.append((_clamped_int(low, size), _clamped_int(high, size)))
-            weights.append((low_weight, high_weight))
-        output = None
-        # x varies fastest: (y0, x0), (y0, x1), (y1, x0), (y1, x1), ...
-        for choice in itertools.product((0, 1), repeat=spatial):
-            choice = choice[::-1]  # per axis, x first
-            weight = weights[0][choice[0]]
-            for axis in range(1, spatial):
-                weight = weight * weights[axis][choice[axis]]
-            term = weighted(weight, gather(
-                [corners[axis][choice[axis]] for axis in range(spatial)]))
-            output = term if output is None else output + term
-        return tf.cast(output, images.dtype)
+    coords = [
+        _source_coordinates(coord, size, padding_mode, align_corners)
+        for coord, size in zip(coords, sizes_f)
+    ]
+    if interpolation == "nearest":
+        rounded = [_round_half_to_even(coord) for coord in coords]
+        values = gather([
+            _clamped_int(index, size)
+            for index, size in zip(rounded, sizes_f)
+        ])
+        if padding_mode == "zeros":
+            mask = _in_range(rounded[0], sizes_f[0])
+            for index, size in zip(rounded[1:], sizes_f[1:]):
+                mask = mask * _in_range(index, size)
+            values = weighted(mask, values)
+        return tf.cast(values, images.dtype)
+
+    # Linear in every axis: 2 corners per axis, per-axis weights.
+    corners, weights = [], []
+    for coord, size in zip(coords, sizes_f):
+        low = tf.floor(coord)
+        high = low + 1.0
+        low_weight, high_weight = high - coord, coord - low
+        if padding_mode == "zeros":
+            # A corner outside the image contributes zero: masking the
+            # per-axis weights masks every corner on that row/column.
+            low_weight = low_weight * _in_range(low, size)
+            high_weight = high_weight * _in_range(high, size)
+        corners.append((_clamped_int(low, size), _clamped_int(high, size)))
+        weights.append((low_weight, high_weight))
+    output = None
+    # x varies fastest: (y0, x0), (y0, x1), (y1, x0), (y1, x1), ...
+    for choice in itertools.product((0, 1), repeat=spatial):
+        choice = choice[::-1]  # per axis, x first
+        weight = weights[0][choice[0]]
+        for axis in range(1, spatial):
+            weight = weight * weights[axis][choice[axis]]
+        term = weighted(weight, gather(
+            [corners[axis][choice[axis]] for axis in range(spatial)]))
+        output = term if output is None else output + term
+    return tf.cast(output, images.dtype)
 
 
 def _bicubic(coords, sizes, padding_mode, align_corners, gather, weighted):
@@ -330,6 +384,7 @@ def _bicubic(coords, sizes, padding_mode, align_corners, gather, weighted):
     taps, tap_weights = [], []
     for coord, size in zip(coords, sizes):
         coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
+        coord = _snap_to_pixel_centres(coord, size)
         start = tf.floor(coord)
         axis_weights = _cubic_weights(coord - start)
         axis_taps = []

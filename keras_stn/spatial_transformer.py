@@ -11,7 +11,7 @@ from keras_stn.grid import check_size
 from keras_stn.sampling import check_align_corners
 from keras_stn.sampling import check_interpolation
 from keras_stn.sampling import check_padding_mode
-from keras_stn.sampling import grid_sample
+from keras_stn.sampling import sample_coordinates
 
 _SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
 GRID_SCOPE = "grid_generator"
@@ -289,13 +289,13 @@ class SpatialTransformer(keras.layers.Layer):
         # Named scopes let the TFLite exporter find the coordinate path and
         # keep it in float when the rest of the model is quantised.
         with tf.name_scope(GRID_SCOPE):
-            grid = transform.grid(
+            coords = transform.coordinates(
                 theta, self._target_size(inputs.shape), self.align_corners
             )
         with tf.name_scope(SAMPLER_SCOPE):
-            outputs = grid_sample(
+            outputs = sample_coordinates(
                 images,
-                grid,
+                coords,
                 interpolation=self.interpolation,
                 padding_mode=self.padding_mode,
                 align_corners=self.align_corners,

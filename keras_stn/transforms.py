@@ -12,6 +12,7 @@ Convention:
 import numpy as np
 import tensorflow as tf
 
+from keras_stn.grid import affine_coordinates
 from keras_stn.grid import affine_grid
 from keras_stn.grid import coordinate_dtype
 from keras_stn.grid import homogeneous_transform
@@ -71,6 +72,15 @@ class Transform:
         """
         raise NotImplementedError
 
+    def coordinates(self, params, size, align_corners=False):
+        """`grid(params, size, align_corners)` split per axis: `[x, y]`.
+
+        Each `[batch, height, width]`; transforms that can produce the
+        planes directly override this (see `sample_coordinates`).
+        """
+        grid = self.grid(params, size, align_corners)
+        return [grid[..., axis] for axis in range(grid.shape.rank - 2)]
+
     def __repr__(self):
         return f"<Transform {self.name!r}: {self.num_params} parameters>"
 
@@ -90,6 +100,9 @@ class _LinearAffine(Transform):
 
     def grid(self, params, size, align_corners=False):
         return affine_grid(self.to_affine(params), size, align_corners)
+
+    def coordinates(self, params, size, align_corners=False):
+        return affine_coordinates(self.to_affine(params), size, align_corners)
 
 
 class Affine(Transform):
@@ -117,6 +130,9 @@ class Affine(Transform):
 
     def grid(self, params, size, align_corners=False):
         return affine_grid(self.flatten(params), size, align_corners)
+
+    def coordinates(self, params, size, align_corners=False):
+        return affine_coordinates(self.flatten(params), size, align_corners)
 
 
 class Affine3D(Affine):

@@ -56,8 +56,8 @@ def test_grid_sample_speed_smoke(tmp_path):
     import json
 
     raw = json.loads((tmp_path / "speed.json").read_text())
-    for name in ("keras_stn", "keras_stn_xla", "naive_tf", "naive_tf_xla",
-                 "tflite"):
+    for name in ("keras_stn", "keras_stn_xla", "keras_stn_fused",
+                 "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "tflite"):
         rows = raw["results"][name]
         assert len(rows) == len(raw["workloads"])
         assert all(row["fwd"] > 0 for row in rows)

@@ -1,0 +1,124 @@
+"""The speed-motivated formulations agree with each other and the reference.
+
+`grid_sample`'s bilinear kernel and `affine_grid` pick formulations at trace
+time (TF's runtime vs XLA; a 4-corner-slice image gradient under XLA for few
+channels, one segment sum otherwise); the planar entry points
+`affine_coordinates` / `sample_coordinates` skip the `[..., 2]` axis. Each
+must give the same values and gradients as the NumPy reference.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_stn
+from tests import reference
+from tests.conftest import TOLERANCES
+
+
+def _inputs(channels, seed=0, batch=3, size=(7, 9), out=(5, 6)):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1, 1, (batch, *size, channels)).astype(np.float32)
+    theta = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (batch, 1))
+    # Large enough that samples leave the image on some sides.
+    theta += rng.normal(0, 0.4, theta.shape).astype(np.float32)
+    return tf.constant(images), tf.constant(theta), out
+
+
+def _values_and_gradients(images, theta, out, jit_compile, planar,
+                          padding_mode):
+    @tf.function(jit_compile=jit_compile)
+    def run(images, theta):
+        with tf.GradientTape() as tape:
+            tape.watch([images, theta])
+            if planar:
+                coords = keras_stn.affine_coordinates(theta, out)
+                warped = keras_stn.sample_coordinates(
+                    images, coords, padding_mode=padding_mode)
+            else:
+                grid = keras_stn.affine_grid(theta, out)
+                warped = keras_stn.grid_sample(
+                    images, grid, padding_mode=padding_mode)
+            # A non-uniform upstream gradient.
+            loss = tf.reduce_sum(warped * tf.sin(warped + 0.3))
+        return (warped, *tape.gradient(loss, [images, theta]))
+
+    return [value.numpy() for value in run(images, theta)]
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("channels", [1, 3, 20])
+def test_runtime_xla_and_planar_paths_agree(channels, padding_mode):
+    # 20 channels exceed the quad-scatter limit: XLA then takes the
+    # segment-sum gradient like the runtime.
+    images, theta, out = _inputs(channels)
+    results = {
+        (jit, planar): _values_and_gradients(images, theta, out, jit, planar,
+                                             padding_mode)
+        for jit in (False, True) for planar in (False, True)
+    }
+    baseline = results[(False, False)]
+    expected = reference.grid_sample(
+        images.numpy().astype(np.float64),
+        reference.affine_grid(theta.numpy().astype(np.float64), *out, False),
+        "bilinear", padding_mode, False)
+    np.testing.assert_allclose(baseline[0], expected,
+                               **TOLERANCES["float32"])
+    for key, values in results.items():
+        for name, got, want in zip(("output", "d_images", "d_theta"),
+                                   values, baseline):
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(
+                got, want, rtol=0, atol=2e-5 * scale,
+                err_msg=f"{name} of (jit_compile, planar) = {key}")
+
+
+def test_image_gradient_is_the_adjoint_of_sampling():
+    # <grid_sample(U), G> = <U, dL/dU> for the linear map U -> V, exactly
+    # up to rounding, for both scatter formulations.
+    for channels in (2, 20):
+        images, theta, out = _inputs(channels, seed=1)
+        upstream = tf.random.stateless_normal(
+            [3, *out, channels], seed=[1, 2])
+        for jit in (False, True):
+            @tf.function(jit_compile=jit)
+            def pullback(images):
+                with tf.GradientTape() as tape:
+                    tape.watch(images)
+                    warped = keras_stn.grid_sample(
+                        images, keras_stn.affine_grid(theta, out))
+                    loss = tf.reduce_sum(warped * upstream)
+                return loss, tape.gradient(loss, images)
+
+            loss, gradient = pullback(images)
+            np.testing.assert_allclose(
+                float(tf.reduce_sum(images * gradient)), float(loss),
+                rtol=1e-5)
+
+
+def test_affine_coordinates_are_the_grid_planes():
+    theta = tf.constant(np.random.default_rng(2).normal(size=(4, 6)),
+                        tf.float32)
+    for jit in (False, True):
+        for align_corners in (False, True):
+            @tf.function(jit_compile=jit)
+            def both(theta):
+                grid = keras_stn.affine_grid(theta, (5, 7), align_corners)
+                coords = keras_stn.affine_coordinates(theta, (5, 7),
+                                                      align_corners)
+                return grid, coords
+
+            grid, (x, y) = both(theta)
+            np.testing.assert_allclose(x, grid[..., 0], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(y, grid[..., 1], rtol=0, atol=1e-6)
+
+
+def test_sample_coordinates_rejects_bad_input_like_grid_sample():
+    images = tf.zeros([2, 4, 4, 1])
+    with pytest.raises(ValueError, match="padding_mode"):
+        keras_stn.sample_coordinates(images, [tf.zeros([2, 3, 3])] * 2,
+                                     padding_mode="wrap")
+    with pytest.raises(ValueError, match="grid"):
+        keras_stn.sample_coordinates(images, [tf.zeros([2, 3, 3])] * 3)
+    with pytest.raises(ValueError, match="batch size"):
+        keras_stn.sample_coordinates(images, [tf.zeros([3, 3, 3])] * 2)
