@@ -104,6 +104,36 @@ def coordinate_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
+def _meshgrid_products(matrices, size, align_corners):
+    """`[batch, rows, N]`: each matrix row times each meshgrid point.
+
+    The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest);
+    `matrices` is `[batch, rows, k + 1]` with static rows and k + 1.
+    """
+    base = _homogeneous_meshgrid(*size, align_corners)  # [N, k + 1]
+    rows, cols = matrices.shape[1], matrices.shape[2]
+    if rows is None or cols is None:
+        raise ValueError(
+            "The grid generator needs matrices of static shape [batch, rows, "
+            f"k + 1]. Received: matrices.shape={matrices.shape}"
+        )
+    if in_xla_context():
+        # XLA runs a matmul with k + 1 = 3 as a slow generic dot but fuses
+        # broadcast multiply-adds into one loop.
+        products = None
+        for col in range(cols):
+            term = matrices[:, :, col : col + 1] * tf.constant(
+                base[:, col], dtype=matrices.dtype)
+            products = term if products is None else products + term
+        return products
+    # One plain matmul [batch * rows, k + 1] @ [k + 1, N]. The batch comes
+    # from θ at run time: no batch-sized constant.
+    products = tf.matmul(tf.reshape(matrices, [-1, cols]),
+                         tf.constant(base, dtype=matrices.dtype),
+                         transpose_b=True)
+    return tf.reshape(products, [-1, rows, base.shape[0]])
+
+
 def homogeneous_transform(matrices, size, align_corners=False):
     """Applies `[batch, rows, k + 1]` matrices to the homogeneous meshgrid.
 
@@ -117,30 +147,8 @@ def homogeneous_transform(matrices, size, align_corners=False):
         times the transposed matrices.
     """
     size = check_size(size, ranks=(2, 3))
-    base = _homogeneous_meshgrid(*size, align_corners)  # [N, k + 1]
-    rows, cols = matrices.shape[1], matrices.shape[2]
-    if rows is None or cols is None:
-        raise ValueError(
-            "homogeneous_transform needs matrices of static shape [batch, "
-            f"rows, k + 1]. Received: matrices.shape={matrices.shape}"
-        )
-    if in_xla_context():
-        # XLA runs a matmul with k + 1 = 3 as a slow generic dot but fuses
-        # broadcast multiply-adds into one loop: [batch, 1, k+1] x [N, k+1].
-        matrices = tf.expand_dims(matrices, 1)  # [batch, 1, rows, k + 1]
-        points = None
-        for col in range(cols):
-            term = matrices[:, :, :, col] * tf.constant(
-                base[:, col : col + 1], dtype=matrices.dtype)
-            points = term if points is None else points + term
-        return points
-    # One plain matmul [batch * rows, k + 1] @ [k + 1, N], then the rows go
-    # last. The batch comes from θ at run time: no batch-sized constant.
-    flat = tf.reshape(matrices, [-1, cols])
-    points = tf.matmul(
-        flat, tf.constant(base, dtype=matrices.dtype), transpose_b=True)
-    points = tf.reshape(points, [-1, rows, base.shape[0]])
-    return tf.transpose(points, [0, 2, 1])
+    products = _meshgrid_products(matrices, size, align_corners)
+    return tf.transpose(products, [0, 2, 1])
 
 
 def affine_grid(theta, size, align_corners=False, name=None):
@@ -189,29 +197,36 @@ def affine_grid(theta, size, align_corners=False, name=None):
 def affine_coordinates(theta, size, align_corners=False, name=None):
     """`affine_grid` as one tensor per axis: `[x, y]` (volumes `[x, y, z]`).
 
-    Each is `[batch, *size]`, equal to the matching slice of `affine_grid`'s
-    result; produced without a `[..., 2]` axis, which TFLite and TF's
-    runtime would have to slice apart again (see `sample_coordinates`).
+    Equal to the slices `affine_grid(...)[..., i]`, produced without the
+    `[..., 2]` axis, which TFLite and TF's runtime would otherwise have to
+    slice apart again; pair it with `sample_coordinates`.
+
+    Args:
+        theta: float tensor `[batch, 2, 3]` or `[batch, 6]` (volumes
+            `[batch, 3, 4]` or `[batch, 12]`), as in `affine_grid`.
+        size: `(height, width)` of the target (volumes `(depth, height,
+            width)`).
+        align_corners: bool, as in PyTorch.
+        name: optional name scope.
+
+    Returns:
+        A list of float32 tensors `[batch, *size]` (float64 for a float64
+        `theta`): x, y (and z for volumes).
+
+    Example:
+
+    >>> x, y = keras_stn.affine_coordinates([[1.0, 0, 0, 0, 1, 0]], (2, 4))
+    >>> x.numpy().tolist()
+    [[[-0.75, -0.25, 0.25, 0.75], [-0.75, -0.25, 0.25, 0.75]]]
+    >>> y.numpy().tolist()
+    [[[-0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, 0.5]]]
     """
     with tf.name_scope(name or "affine_grid"):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
-        base = _homogeneous_meshgrid(*size, align_corners)
-        coords = []
-        for row in range(len(size)):
-            weights = theta[:, row, :]  # [batch, k + 1]
-            if in_xla_context():
-                points = None
-                for col in range(base.shape[1]):
-                    term = weights[:, col : col + 1] * tf.constant(
-                        base[None, :, col], dtype=theta.dtype)
-                    points = term if points is None else points + term
-            else:
-                points = tf.matmul(
-                    weights, tf.constant(base, dtype=theta.dtype),
-                    transpose_b=True)
-            coords.append(tf.reshape(points, [-1, *size]))
-        return coords
+        products = _meshgrid_products(theta, size, align_corners)
+        return [tf.reshape(products[:, row], [-1, *size])
+                for row in range(len(size))]
 
 
 def _affine_matrices(theta, size):
