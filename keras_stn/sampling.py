@@ -259,6 +259,14 @@ def sample_coordinates(images, coords, interpolation="bilinear",
 
     Returns:
         As `grid_sample(images, tf.stack(coords, -1), ...)`.
+
+    Example:
+
+    >>> images = tf.reshape(tf.range(6, dtype="float32"), [1, 2, 3, 1])
+    >>> coords = keras_stn.affine_coordinates([[1.0, 0, 0, 0, 1, 0]], (2, 3))
+    >>> out = keras_stn.sample_coordinates(images, coords)
+    >>> bool(tf.reduce_all(out == images))
+    True
     """
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
@@ -293,17 +301,18 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
     # of a flattened image.
     sizes = [_dim(images, axis) for axis in range(spatial, 0, -1)]
     sizes_f = [tf.cast(size, coord_dtype) for size in sizes]
-    if interpolation == "bilinear" and spatial == 2:
+    # The fast kernel needs static image sizes; others take the generic path.
+    if (interpolation == "bilinear" and spatial == 2
+            and None not in images.shape[1:]):
         height, width = images.shape[1], images.shape[2]
-        if height is not None and width is not None:
-            x, y = [
-                _source_coordinates(coord, size, padding_mode,
-                                    align_corners, snap=False)
-                for coord, size in zip(coords, sizes_f)
-            ]
-            padded = _bilinear.pad_images(tf.cast(images, value_dtype))
-            output = _bilinear.bilinear(padded, x, y, height, width)
-            return tf.cast(output, images.dtype)
+        x, y = [
+            _source_coordinates(coord, size, padding_mode,
+                                align_corners, snap=False)
+            for coord, size in zip(coords, sizes_f)
+        ]
+        padded = _bilinear.pad_images(tf.cast(images, value_dtype))
+        output = _bilinear.bilinear(padded, x, y, height, width)
+        return tf.cast(output, images.dtype)
 
     strides = [1]
     for size in sizes[:-1]:

@@ -122,3 +122,29 @@ def test_sample_coordinates_rejects_bad_input_like_grid_sample():
         keras_stn.sample_coordinates(images, [tf.zeros([2, 3, 3])] * 3)
     with pytest.raises(ValueError, match="batch size"):
         keras_stn.sample_coordinates(images, [tf.zeros([3, 3, 3])] * 2)
+
+
+def test_unknown_sizes_take_the_generic_path():
+    # Traced with unknown spatial sizes and channels, the sampler cannot use
+    # the static-shape kernel; it must still give the reference's values.
+    images, theta, out = _inputs(3, seed=3)
+    grid = keras_stn.affine_grid(theta, out)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, None]),
+        tf.TensorSpec([None, None, None, 2])])
+    def sample(images, grid):
+        return keras_stn.grid_sample(images, grid)
+
+    expected = reference.grid_sample(
+        images.numpy().astype(np.float64), grid.numpy().astype(np.float64),
+        "bilinear", "zeros", False)
+    np.testing.assert_allclose(sample(images, grid), expected,
+                               **TOLERANCES["float32"])
+    for unknown in ([3, 7, 9, None], [3, None, None, 3]):
+        traced = tf.function(
+            keras_stn.grid_sample,
+            input_signature=[tf.TensorSpec(unknown),
+                             tf.TensorSpec([3, *out, 2])])
+        np.testing.assert_allclose(traced(images, grid), expected,
+                                   **TOLERANCES["float32"])
