@@ -32,9 +32,18 @@ _QUAD_SCATTER_MAX_CHANNELS = 16
 
 
 def pad_images(images):
-    """Zero-pads `[batch, height, width, channels]` for `bilinear`."""
-    pad = [PAD_BEFORE, PAD_AFTER]
-    return tf.pad(images, [[0, 0], pad, pad, [0, 0]])
+    """Zero-pads `[batch, height, width, channels]` for `bilinear`.
+
+    Padded as a 3-D `[batch, height, width * channels]` tensor: LiteRT runs
+    a 4-D PAD as an element loop (3.4 ms on 256×28×28×1, 40× the 3-D PAD);
+    zeros concatenated instead become batch-sized constants at conversion.
+    """
+    _, height, width, channels = images.shape.as_list()
+    rows = tf.reshape(images, [-1, height, width * channels])
+    rows = tf.pad(rows, [[0, 0], [PAD_BEFORE, PAD_AFTER],
+                         [PAD_BEFORE * channels, PAD_AFTER * channels]])
+    pad = PAD_BEFORE + PAD_AFTER
+    return tf.reshape(rows, [-1, height + pad, width + pad, channels])
 
 
 def bilinear(padded, x, y, height, width):

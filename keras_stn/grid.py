@@ -104,34 +104,35 @@ def coordinate_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-def _meshgrid_products(matrices, size, align_corners):
-    """`[batch, rows, N]`: each matrix row times each meshgrid point.
+def _times_meshgrid(weights, size, align_corners):
+    """`[..., N]`: rows `weights [..., k + 1]` times each meshgrid point.
 
-    The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest);
-    `matrices` is `[batch, rows, k + 1]` with static rows and k + 1.
+    The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest); the
+    last axis of `weights` must be static.
     """
     base = _homogeneous_meshgrid(*size, align_corners)  # [N, k + 1]
-    rows, cols = matrices.shape[1], matrices.shape[2]
-    if rows is None or cols is None:
+    if weights.shape[-1] != base.shape[1]:
         raise ValueError(
-            "The grid generator needs matrices of static shape [batch, rows, "
-            f"k + 1]. Received: matrices.shape={matrices.shape}"
+            f"The grid generator needs rows of {base.shape[1]} static "
+            f"entries for a {len(size)}-D size {size}. Received: "
+            f"shape={weights.shape}"
         )
     if in_xla_context():
         # XLA runs a matmul with k + 1 = 3 as a slow generic dot but fuses
         # broadcast multiply-adds into one loop.
         products = None
-        for col in range(cols):
-            term = matrices[:, :, col : col + 1] * tf.constant(
-                base[:, col], dtype=matrices.dtype)
+        for col in range(base.shape[1]):
+            term = weights[..., col : col + 1] * tf.constant(
+                base[:, col], dtype=weights.dtype)
             products = term if products is None else products + term
         return products
-    # One plain matmul [batch * rows, k + 1] @ [k + 1, N]. The batch comes
-    # from θ at run time: no batch-sized constant.
-    products = tf.matmul(tf.reshape(matrices, [-1, cols]),
-                         tf.constant(base, dtype=matrices.dtype),
+    # One plain matmul [rows, k + 1] @ [k + 1, N] (a FULLY_CONNECTED in
+    # TFLite). The batch comes from θ at run time: no batch-sized constant.
+    leading = tf.shape(weights)[:-1]
+    products = tf.matmul(tf.reshape(weights, [-1, base.shape[1]]),
+                         tf.constant(base, dtype=weights.dtype),
                          transpose_b=True)
-    return tf.reshape(products, [-1, rows, base.shape[0]])
+    return tf.reshape(products, tf.concat([leading, [base.shape[0]]], 0))
 
 
 def homogeneous_transform(matrices, size, align_corners=False):
@@ -147,7 +148,7 @@ def homogeneous_transform(matrices, size, align_corners=False):
         times the transposed matrices.
     """
     size = check_size(size, ranks=(2, 3))
-    products = _meshgrid_products(matrices, size, align_corners)
+    products = _times_meshgrid(matrices, size, align_corners)
     return tf.transpose(products, [0, 2, 1])
 
 
@@ -224,9 +225,13 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
     with tf.name_scope(name or "affine_grid"):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
-        products = _meshgrid_products(theta, size, align_corners)
-        return [tf.reshape(products[:, row], [-1, *size])
-                for row in range(len(size))]
+        # One product per row of θ: slicing rows out of a joint product
+        # costs more than the product itself in TFLite.
+        return [
+            tf.reshape(_times_meshgrid(theta[:, row], size, align_corners),
+                       [-1, *size])
+            for row in range(len(size))
+        ]
 
 
 def _affine_matrices(theta, size):
