@@ -118,14 +118,7 @@ def _times_meshgrid(weights, size, align_corners):
             f"shape={weights.shape}"
         )
     if in_xla_context():
-        # XLA runs a matmul with k + 1 = 3 as a slow generic dot but fuses
-        # broadcast multiply-adds into one loop.
-        products = None
-        for col in range(base.shape[1]):
-            term = weights[..., col : col + 1] * tf.constant(
-                base[:, col], dtype=weights.dtype)
-            products = term if products is None else products + term
-        return products
+        return _times_meshgrid_xla(weights, base)
     # One plain matmul [rows, k + 1] @ [k + 1, N] (a FULLY_CONNECTED in
     # TFLite). The batch comes from θ at run time: no batch-sized constant.
     leading = tf.shape(weights)[:-1]
@@ -133,6 +126,29 @@ def _times_meshgrid(weights, size, align_corners):
                          tf.constant(base, dtype=weights.dtype),
                          transpose_b=True)
     return tf.reshape(products, tf.concat([leading, [base.shape[0]]], 0))
+
+
+def _times_meshgrid_xla(weights, base):
+    """`_times_meshgrid` for XLA, which runs a dot with k + 1 = 3 as a slow
+    generic loop but fuses broadcast multiply-adds; the gradient, a sum over
+    the N points, is a dot XLA runs well (its reductions were 2× slower)."""
+
+    @tf.custom_gradient
+    def products(weights):
+        result = None
+        for col in range(base.shape[1]):
+            term = weights[..., col : col + 1] * tf.constant(
+                base[:, col], dtype=weights.dtype)
+            result = term if result is None else result + term
+
+        def gradient(upstream):
+            flat = tf.reshape(upstream, [-1, base.shape[0]])
+            d_weights = tf.matmul(flat, tf.constant(base, dtype=flat.dtype))
+            return tf.reshape(d_weights, tf.shape(weights))
+
+        return result, gradient
+
+    return products(weights)
 
 
 def homogeneous_transform(matrices, size, align_corners=False):
