@@ -267,8 +267,8 @@ def torch_available():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--implementations", nargs="+",
                         default=list(IMPLEMENTATIONS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
