@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
@@ -64,6 +65,21 @@ def test_grid_sample_speed_smoke(tmp_path):
     assert all(row["fwd+bwd"] > 0 and row["fwd+dθ"] > 0
                for row in raw["results"]["keras_stn"])
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
+
+
+def test_op_costs_smoke():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/op_costs.py", "--tiny", "--repeats", "2",
+         "--warmup", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| op ")]
+    assert len(rows) == 8, result.stdout
+    for row in rows:
+        tf_ms, litert_ms = (float(cell) for cell in row.split("|")[2:4])
+        assert np.isfinite(tf_ms) and np.isfinite(litert_ms)
 
 
 def test_naive_baseline_computes_the_same_sampling():
