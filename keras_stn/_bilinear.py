@@ -62,9 +62,8 @@ def bilinear(padded, x, y, height, width):
     padded_width = width + PAD_BEFORE + PAD_AFTER
     padded_pixels = (height + PAD_BEFORE + PAD_AFTER) * padded_width
     channels = padded.shape[-1]
-    quad_scatter = (
-        in_xla_context() and channels <= _QUAD_SCATTER_MAX_CHANNELS
-    )
+    xla = in_xla_context()
+    quad_scatter = xla and channels <= _QUAD_SCATTER_MAX_CHANNELS
 
     @tf.custom_gradient
     def kernel(padded, x, y):
@@ -76,34 +75,45 @@ def bilinear(padded, x, y, height, width):
             + (PAD_BEFORE * padded_width + PAD_BEFORE),
             [-1, 1, 1],
         )
+
         (x0, ax), (y0, ay) = _split(x, width), _split(y, height)
         index = y0 * padded_width + x0 + start
-        indices = [index, index + 1, index + padded_width,
-                   index + (padded_width + 1)]
-        values = [tf.gather(flat, i) for i in indices]
-        bx, by = 1.0 - ax, 1.0 - ay
-        weights = [bx * by, ax * by, bx * ay, ax * ay]
+        values = [tf.gather(flat, i)
+                  for i in _corner_indices(index, padded_width)]
         output = None
-        for weight, value in zip(weights, values):
+        for weight, value in zip(_weights(ax, ay), values):
             term = _times(weight, value)
             output = term if output is None else output + term
 
         def gradient(upstream):
+            corner_index, fx, fy, corner_values = index, ax, ay, values
+            if xla:
+                # XLA fuses the coordinate arithmetic into every gather,
+                # scatter and product that reads it, once per element of
+                # each: materialised once, the backward pass is 2-3x faster.
+                # The forward pass alone stays fully fused.
+                corner_index, fx, fy, upstream = [
+                    _materialised(t) for t in (index, ax, ay, upstream)]
+                corner_values = [tf.gather(flat, i) for i in _corner_indices(
+                    corner_index, padded_width)]
+            weights = _weights(fx, fy)
             updates = [_times(weight, upstream) for weight in weights]
             if quad_scatter:
-                d_padded = _quad_scatter(updates, index, batch, height,
+                d_padded = _quad_scatter(updates, corner_index, batch, height,
                                          width, channels)
             else:
                 d_flat = tf.math.unsorted_segment_sum(
-                    tf.concat(updates, 0), tf.concat(indices, 0),
+                    tf.concat(updates, 0),
+                    tf.concat(_corner_indices(corner_index, padded_width), 0),
                     batch * padded_pixels)
                 d_padded = tf.reshape(d_flat, tf.shape(padded))
             d00, d01, d10, d11 = [
                 tf.cast(_channel_sum(value * upstream), x.dtype)
-                for value in values
+                for value in corner_values
             ]
-            d_x = by * (d01 - d00) + ay * (d11 - d10)
-            d_y = bx * (d10 - d00) + ax * (d11 - d01)
+            gx, gy = 1.0 - fx, 1.0 - fy
+            d_x = gy * (d01 - d00) + fy * (d11 - d10)
+            d_y = gx * (d10 - d00) + fx * (d11 - d01)
             return d_padded, d_x, d_y
 
         return output, gradient
@@ -121,6 +131,34 @@ def _split(coord, size):
     fraction = coord - low
     fraction = tf.where(fraction > tolerance, fraction, 0.0)
     return tf.cast(low, tf.int32), fraction
+
+
+def _corner_indices(top_left, padded_width):
+    """Flat indices of the 4 corners: top-left, top-right, bottom-left,
+    bottom-right."""
+    return [top_left, top_left + 1, top_left + padded_width,
+            top_left + (padded_width + 1)]
+
+
+def _weights(ax, ay):
+    """Bilinear weights of the 4 corners, in `_corner_indices` order."""
+    bx, by = 1.0 - ax, 1.0 - ay
+    return [bx * by, ax * by, bx * ay, ax * ay]
+
+
+def _materialised(values):
+    """`values` (up to the sign of zeros), computed once under XLA.
+
+    XLA on CPU fuses the arithmetic that produces a tensor into each op
+    that reads it, and recomputes it there once per element; it does not
+    fuse a reduction into its readers. A reduction that returns `values`
+    (sum with zeros; integers: maximum with the dtype's lowest value) is
+    stored once instead. NaN and infinities pass through unchanged.
+    """
+    if values.dtype.is_floating:
+        return tf.reduce_sum(tf.stack([values, tf.zeros_like(values)]), 0)
+    lowest = tf.fill(tf.shape(values), values.dtype.min)
+    return tf.reduce_max(tf.stack([values, lowest]), 0)
 
 
 def _times(weight, values):

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
+from keras_stn import _bilinear
 from tests import reference
 from tests.conftest import TOLERANCES
 
@@ -94,6 +95,55 @@ def test_image_gradient_is_the_adjoint_of_sampling():
             np.testing.assert_allclose(
                 float(tf.reduce_sum(images * gradient)), float(loss),
                 rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 20])
+def test_non_finite_upstream_gradients_propagate_alike(channels):
+    # Under XLA the backward pass stores its inputs through a reduction
+    # (`_bilinear._materialised`); NaN and infinities in the upstream
+    # gradient must come out where the runtime puts them.
+    images, theta, out = _inputs(channels, seed=2)
+    upstream = np.ones((3, *out, channels), np.float32)
+    upstream[0, 1, 1, 0] = np.nan
+    upstream[0, 2, 3, 0] = -np.inf
+    upstream[1, 3, 2, 0] = np.inf
+    upstream[2, 4, 4, 0] = -3e38
+    gradients = {}
+    for jit in (False, True):
+        @tf.function(jit_compile=jit)
+        def run(images, theta):
+            with tf.GradientTape() as tape:
+                tape.watch([images, theta])
+                warped = keras_stn.sample_coordinates(
+                    images, keras_stn.affine_coordinates(theta, out))
+            return tape.gradient(warped, [images, theta],
+                                 output_gradients=tf.constant(upstream))
+        gradients[jit] = [value.numpy() for value in run(images, theta)]
+    for runtime, xla in zip(gradients[False], gradients[True]):
+        assert np.isnan(runtime).any()
+        np.testing.assert_array_equal(np.isnan(xla), np.isnan(runtime))
+        np.testing.assert_array_equal(np.isposinf(xla), np.isposinf(runtime))
+        np.testing.assert_array_equal(np.isneginf(xla), np.isneginf(runtime))
+        finite = np.isfinite(runtime)
+        if finite.any():
+            np.testing.assert_allclose(
+                xla[finite], runtime[finite], rtol=1e-5,
+                atol=1e-5 * np.abs(runtime[finite]).max())
+
+
+def test_materialised_returns_its_input():
+    values = {
+        # Normal numbers only: TF's CPU kernels flush subnormals to zero.
+        tf.float32: [0.0, -0.5, 3e38, -np.inf, np.inf, np.nan, 1.2e-38],
+        tf.float64: [0.0, -1e308, np.inf, np.nan],
+        tf.int32: [0, -2**31, 2**31 - 1, 7],
+    }
+    for dtype, items in values.items():
+        tensor = tf.constant(items, dtype)
+        for jit in (False, True):
+            got = tf.function(_bilinear._materialised,
+                              jit_compile=jit)(tensor).numpy()
+            np.testing.assert_array_equal(got, tensor.numpy())
 
 
 def test_affine_coordinates_are_the_grid_planes():
