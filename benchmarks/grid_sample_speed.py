@@ -1,6 +1,7 @@
 """Speed of keras_stn's affine_grid + grid_sample against reference samplers.
 
     python benchmarks/grid_sample_speed.py            # the four workloads
+    python benchmarks/grid_sample_speed.py --allocator reuse  # steady state
     python benchmarks/grid_sample_speed.py --tiny     # seconds, for tests
 
 Implementations, each measured in its own process on the same inputs
@@ -23,8 +24,21 @@ Implementations, each measured in its own process on the same inputs
 Modes: `fwd`; `fwd+bwd` (gradients w.r.t. images and θ); `fwd+dθ` (θ
 only, an ST on raw input images). Each timing is the median of `--repeats`
 calls after `--warmup` calls. Ratios are to torch in the same run (lower is
-better). The peak-memory column is the growth of the process's peak RSS over
-its baseline (framework loaded, inputs allocated) across the `fwd+bwd` calls.
+better). `--allocator default` (the default) times with the C library's
+allocator as users get it: glibc serves buffers of 32 MiB and more (and,
+until its adaptive threshold has grown, smaller ones) with fresh pages from
+the OS, so large workloads pay page faults on every call, in proportion to
+the bytes each implementation allocates (3x the compute time on this VM).
+`--allocator reuse` sets MALLOC_MMAP_MAX_=0 and a high MALLOC_TRIM_THRESHOLD_
+in every worker, so freed buffers are reused as a caching allocator would:
+the steady state of a training loop, and much less noisy.
+
+The peak-memory column is the memory of one `fwd+bwd` step, measured in a
+separate process per implementation: the peak resident set during a
+warmed-up call above the resident set just before it (Linux: the peak is
+reset through /proc/self/clear_refs; that process runs with glibc's
+MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB, so that freed large buffers leave the
+resident set at once in every framework alike). Median of 3 steps.
 The cost column is nanoseconds per output pixel-channel, to check that the
 cost scales linearly with the workload.
 """
@@ -74,8 +88,36 @@ def median_seconds(call, warmup, repeats):
     return statistics.median(times)
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_kb(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def step_peak_mb(call, repeats=3, warmup=2):
+    """Peak resident memory of one `call()` above the memory before it.
+
+    Falls back to the growth of the process's lifetime peak RSS where
+    /proc/self/clear_refs cannot reset the peak (not Linux).
+    """
+    for _ in range(warmup):
+        call()
+    peaks = []
+    for _ in range(repeats):
+        try:
+            before = _status_kb("VmRSS")
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")  # Reset VmHWM to the current RSS.
+            call()
+            peaks.append((_status_kb("VmHWM") - before) / 1024.0)
+        except OSError:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            call()
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peaks.append((after - before) / 1024.0)
+    return statistics.median(peaks)
 
 
 # -- TensorFlow implementations -----------------------------------------------
@@ -115,7 +157,7 @@ def naive_gather_nd_sampler(images, theta, out_height, out_width):
     return tf.reshape(out, [batch, out_height, out_width, images.shape[3]])
 
 
-def tf_worker(name, workloads, warmup, repeats):
+def tf_worker(name, workloads, warmup, repeats, memory):
     import tensorflow as tf
 
     import keras_stn
@@ -162,11 +204,12 @@ def tf_worker(name, workloads, warmup, repeats):
             return call
 
         row = {"workload": workload}
-        row["fwd"] = median_seconds(run(fwd), warmup, repeats)
-        baseline = peak_rss_mb()
-        row["fwd+bwd"] = median_seconds(run(fwd_bwd), warmup, repeats)
-        row["peak_mb"] = peak_rss_mb() - baseline
-        row["fwd+dθ"] = median_seconds(run(fwd_dtheta), warmup, repeats)
+        if memory:
+            row["peak_mb"] = step_peak_mb(run(fwd_bwd))
+        else:
+            row["fwd"] = median_seconds(run(fwd), warmup, repeats)
+            row["fwd+bwd"] = median_seconds(run(fwd_bwd), warmup, repeats)
+            row["fwd+dθ"] = median_seconds(run(fwd_dtheta), warmup, repeats)
         results.append(row)
     return results
 
@@ -203,7 +246,7 @@ def tflite_worker(workloads, warmup, repeats):
 # -- PyTorch ------------------------------------------------------------------
 
 
-def torch_worker(workloads, warmup, repeats):
+def torch_worker(workloads, warmup, repeats, memory):
     import torch
     import torch.nn.functional as F
 
@@ -235,21 +278,22 @@ def torch_worker(workloads, warmup, repeats):
             (forward(images, t) ** 2).sum().backward()
 
         row = {"workload": workload}
-        row["fwd"] = median_seconds(fwd, warmup, repeats)
-        baseline = peak_rss_mb()
-        row["fwd+bwd"] = median_seconds(fwd_bwd, warmup, repeats)
-        row["peak_mb"] = peak_rss_mb() - baseline
-        row["fwd+dθ"] = median_seconds(fwd_dtheta, warmup, repeats)
+        if memory:
+            row["peak_mb"] = step_peak_mb(fwd_bwd)
+        else:
+            row["fwd"] = median_seconds(fwd, warmup, repeats)
+            row["fwd+bwd"] = median_seconds(fwd_bwd, warmup, repeats)
+            row["fwd+dθ"] = median_seconds(fwd_dtheta, warmup, repeats)
         results.append(row)
     return results
 
 
-def worker(name, workloads, warmup, repeats):
+def worker(name, workloads, warmup, repeats, memory=False):
     if name == "torch":
-        return torch_worker(workloads, warmup, repeats)
+        return torch_worker(workloads, warmup, repeats, memory)
     if name == "tflite":
         return tflite_worker(workloads, warmup, repeats)
-    return tf_worker(name, workloads, warmup, repeats)
+    return tf_worker(name, workloads, warmup, repeats, memory)
 
 
 # -- Driver -------------------------------------------------------------------
@@ -264,6 +308,40 @@ def torch_available():
         return False
 
 
+def _median_rows(runs):
+    """Per workload and mode, the median over the rounds' timings."""
+    rows = []
+    for cells in zip(*runs):
+        row = {"workload": cells[0]["workload"]}
+        for mode in MODES:
+            if mode in cells[0]:
+                row[mode] = statistics.median(cell[mode] for cell in cells)
+        rows.append(row)
+    return rows
+
+
+def run_worker(name, args, memory=False):
+    command = [sys.executable, __file__, "--worker", name, "--warmup",
+               str(args.warmup), "--repeats", str(args.repeats)]
+    if args.tiny:
+        command.append("--tiny")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if args.allocator == "reuse" and not memory:
+        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**40))
+    if memory:
+        # Freed buffers of 64 KiB and more leave the resident set at once,
+        # so a step's peak RSS is its live memory (glibc otherwise raises
+        # this threshold adaptively and keeps freed buffers resident). Not
+        # for timings: every large buffer then costs page faults.
+        command.append("--memory")
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    done = subprocess.run(command, capture_output=True, text=True, env=env,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true")
@@ -272,33 +350,42 @@ def main(argv=None):
     parser.add_argument("--implementations", nargs="+",
                         default=list(IMPLEMENTATIONS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="processes per implementation, run round-robin")
+    parser.add_argument("--allocator", choices=("default", "reuse"),
+                        default="default",
+                        help="glibc malloc settings of the timing workers")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
 
     if args.worker:
         print(json.dumps(worker(args.worker, workloads, args.warmup,
-                                args.repeats)))
+                                args.repeats, args.memory)))
         return None
 
-    results = {}
-    for name in args.implementations:
-        if name == "torch" and not torch_available():
-            print("torch is not installed: no ratios (pip install torch==2.13.0)")
-            continue
-        command = [sys.executable, __file__, "--worker", name, "--warmup",
-                   str(args.warmup), "--repeats", str(args.repeats)]
-        if args.tiny:
-            command.append("--tiny")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        done = subprocess.run(command, capture_output=True, text=True, env=env,
-                              check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    names = list(args.implementations)
+    if "torch" in names and not torch_available():
+        print("torch is not installed: no ratios (pip install torch==2.13.0)")
+        names.remove("torch")
+    # Round-robin over the implementations, so that a slow spell of the
+    # machine hits them alike; each cell is the median over the rounds.
+    rounds = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            rounds[name].append(run_worker(name, args))
+    results = {name: _median_rows(runs) for name, runs in rounds.items()}
+    for name in names:
+        if name != "tflite":
+            peaks = run_worker(name, args, memory=True)
+            for row, peak in zip(results[name], peaks):
+                row["peak_mb"] = peak["peak_mb"]
 
     print(f"{os.cpu_count()} CPUs; median of {args.repeats} calls after "
-          f"{args.warmup} warm-up; times in ms; (ratio to torch)")
+          f"{args.warmup} warm-up, median over {args.rounds} round(s); "
+          f"allocator: {args.allocator}; times in ms; "
+          "(ratio to torch)")
     print()
     print("| workload | implementation | fwd | fwd+bwd | fwd+dθ | "
           "peak MB (fwd+bwd) | ns per output pixel-channel (fwd) |")
@@ -318,7 +405,10 @@ def main(argv=None):
                 if reference and name != "torch":
                     text += f" ({row[mode] / reference[mode]:.2f}×)"
                 cells.append(text)
-            peak = f"{row['peak_mb']:.0f}" if "peak_mb" in row else ""
+            peak = f"{row['peak_mb']:.1f}" if "peak_mb" in row else ""
+            if peak and reference and name != "torch" \
+                    and reference.get("peak_mb", 0) > 0:
+                peak += f" ({row['peak_mb'] / reference['peak_mb']:.2f}×)"
             cost = 1e9 * row["fwd"] / (batch * out_h * out_w * channels)
             print(f"| {label} | {name} | {' | '.join(cells)} | {peak} | "
                   f"{cost:.2f} |")

@@ -49,8 +49,8 @@ def test_grid_sample_speed_smoke(tmp_path):
     # torch joins when installed (never in the test environment's needs).
     result = subprocess.run(
         [sys.executable, "benchmarks/grid_sample_speed.py", "--tiny",
-         "--repeats", "2", "--warmup", "1", "--json",
-         str(tmp_path / "speed.json")],
+         "--repeats", "2", "--warmup", "1", "--allocator", "reuse",
+         "--json", str(tmp_path / "speed.json")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -64,7 +64,36 @@ def test_grid_sample_speed_smoke(tmp_path):
         assert all(row["fwd"] > 0 for row in rows)
     assert all(row["fwd+bwd"] > 0 and row["fwd+dθ"] > 0
                for row in raw["results"]["keras_stn"])
+    # Step memory from the separate measuring process: a training step
+    # holds at least its image gradient.
+    for name in ("keras_stn", "keras_stn_fused_xla", "naive_tf"):
+        assert all(row["peak_mb"] >= 0 for row in raw["results"][name])
+    assert "allocator: reuse" in result.stdout
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
+
+
+def test_grid_sample_speed_rounds_take_the_median():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    try:
+        import grid_sample_speed
+    finally:
+        sys.path.pop(0)
+    runs = [[{"workload": (1,), "fwd": t, "fwd+bwd": 2 * t}]
+            for t in (3.0, 1.0, 2.0)]
+    assert grid_sample_speed._median_rows(runs) == [
+        {"workload": (1,), "fwd": 2.0, "fwd+bwd": 4.0}]
+
+
+def test_step_peak_memory_sees_a_large_buffer():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    try:
+        import grid_sample_speed
+    finally:
+        sys.path.pop(0)
+    # 64 MB written inside the call, freed after it.
+    peak = grid_sample_speed.step_peak_mb(
+        lambda: np.ones(16 * 2**20, np.float32).sum())
+    assert 60 <= peak <= 80, peak
 
 
 def test_op_costs_smoke():
