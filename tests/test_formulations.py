@@ -99,9 +99,9 @@ def test_image_gradient_is_the_adjoint_of_sampling():
 
 @pytest.mark.parametrize("channels", [1, 20])
 def test_non_finite_upstream_gradients_propagate_alike(channels):
-    # Under XLA the backward pass stores its inputs through a reduction
-    # (`_bilinear._materialised`); NaN and infinities in the upstream
-    # gradient must come out where the runtime puts them.
+    # XLA takes another formulation (stored corner indices and fractions,
+    # a 4-corner-block scatter for few channels): NaN and infinities in the
+    # upstream gradient must come out where the runtime puts them.
     images, theta, out = _inputs(channels, seed=2)
     upstream = np.ones((3, *out, channels), np.float32)
     upstream[0, 1, 1, 0] = np.nan
@@ -134,7 +134,8 @@ def test_non_finite_upstream_gradients_propagate_alike(channels):
 def test_materialised_returns_its_input():
     values = {
         # Normal numbers only: TF's CPU kernels flush subnormals to zero.
-        tf.float32: [0.0, -0.5, 3e38, -np.inf, np.inf, np.nan, 1.2e-38],
+        tf.float32: [0.0, -0.0, -0.5, 3e38, -np.inf, np.inf, np.nan,
+                     1.2e-38],
         tf.float64: [0.0, -1e308, np.inf, np.nan],
         tf.int32: [0, -2**31, 2**31 - 1, 7],
     }
@@ -144,6 +145,8 @@ def test_materialised_returns_its_input():
             got = tf.function(_bilinear._materialised,
                               jit_compile=jit)(tensor).numpy()
             np.testing.assert_array_equal(got, tensor.numpy())
+            np.testing.assert_array_equal(np.signbit(got),
+                                          np.signbit(tensor.numpy()))
 
 
 def test_affine_coordinates_are_the_grid_planes():
