@@ -1,10 +1,15 @@
 """Which compiler a traced graph is headed for.
 
-TensorFlow's runtime and XLA reward different formulations of the same
-arithmetic: the runtime pays per op and for tiny innermost axes, XLA fuses
-elementwise ops but runs small matmuls and recomputed gathers slowly. The
-ops pick between numerically equivalent formulations at trace time.
+TensorFlow's runtime, XLA and LiteRT reward different formulations of the
+same arithmetic: the runtime pays per op and for tiny innermost axes, XLA
+fuses elementwise ops but runs small matmuls and recomputed gathers slowly,
+LiteRT runs GATHER faster than GATHER_ND where TF's runtime does the
+opposite. The ops pick between numerically equivalent formulations at trace
+time.
 """
+
+import contextlib
+import threading
 
 try:  # Not public API: without it, every graph takes the runtime formulation.
     from tensorflow.python.framework import ops as _ops
@@ -22,3 +27,22 @@ def in_xla_context():
             _ops.get_default_graph()))
     except Exception:  # pragma: no cover - a changed private API
         return False
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def tflite_export():
+    """Graphs traced inside are headed for the TFLite converter."""
+    previous = getattr(_state, "tflite", False)
+    _state.tflite = True
+    try:
+        yield
+    finally:
+        _state.tflite = previous
+
+
+def exporting_tflite():
+    """True while `export_tflite` traces a model for conversion."""
+    return getattr(_state, "tflite", False)

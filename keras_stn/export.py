@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stn._compilation import tflite_export
+
 _SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
 # Besides custom ops (Select TF ops among them, listed as "CUSTOM:<code>",
 # e.g. "CUSTOM:FlexImageProjectiveTransformV3"), a builtins-only model of
@@ -250,7 +252,9 @@ def export_tflite(model, path, quantization=None, representative_dataset=None):
                 )
         elif isinstance(model, keras.Model):
             saved_model_dir = os.path.join(scratch, "saved_model")
-            model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+            with tflite_export():
+                model.export(saved_model_dir, format="tf_saved_model",
+                             verbose=False)
         else:
             raise TypeError(
                 "Invalid value for argument `model`. Expected a keras.Model or "

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import keras_stn
 from keras_stn import _bilinear
+from keras_stn import _compilation
 from tests import reference
 from tests.conftest import TOLERANCES
 
@@ -147,6 +148,24 @@ def test_materialised_returns_its_input():
             np.testing.assert_array_equal(got, tensor.numpy())
             np.testing.assert_array_equal(np.signbit(got),
                                           np.signbit(tensor.numpy()))
+
+
+def test_tflite_export_traces_gather_and_the_runtime_gather_nd():
+    images, theta, out = _inputs(1)
+
+    def op_types():
+        function = tf.function(lambda images, theta: keras_stn.sample_coordinates(
+            images, keras_stn.affine_coordinates(theta, out)))
+        graph = function.get_concrete_function(images, theta).graph
+        return {op.type for op in graph.get_operations()}
+
+    runtime = op_types()
+    with _compilation.tflite_export():
+        assert _compilation.exporting_tflite()
+        exported = op_types()
+    assert not _compilation.exporting_tflite()
+    assert "GatherNd" in runtime and "GatherV2" not in runtime
+    assert "GatherV2" in exported and "GatherNd" not in exported
 
 
 def test_affine_coordinates_are_the_grid_planes():
