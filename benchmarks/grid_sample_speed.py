@@ -2,6 +2,7 @@
 
     python benchmarks/grid_sample_speed.py            # the four workloads
     python benchmarks/grid_sample_speed.py --allocator reuse  # steady state
+    python benchmarks/grid_sample_speed.py --scaling  # the cost model
     python benchmarks/grid_sample_speed.py --tiny     # seconds, for tests
 
 Implementations, each measured in its own process on the same inputs
@@ -40,7 +41,12 @@ reset through /proc/self/clear_refs; that process runs with glibc's
 MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB, so that freed large buffers leave the
 resident set at once in every framework alike). Median of 3 steps.
 The cost column is nanoseconds per output pixel-channel, to check that the
-cost scales linearly with the workload.
+cost scales linearly with the workload. `--scaling` measures that cost
+model properly: the forward pass of the layer's path (fused, with and
+without XLA; torch; TFLite) over three sweeps that grow the batch, the
+image size and the channels one at a time, and a least-squares line
+`time = fixed + slope × output pixel-channels` per sweep and implementation
+(slope in ns, R² of the fit).
 """
 
 import argparse
@@ -62,6 +68,19 @@ WORKLOADS = [  # batch, height, width, channels, out_height, out_width
     (8, 64, 64, 256, 64, 64),
 ]
 TINY_WORKLOADS = [(4, 12, 12, 1, 12, 12), (2, 10, 10, 8, 8, 8)]
+# The cost model's sweeps: one of batch, size, channels grows at a time.
+SCALING_SWEEPS = {
+    "batch": [(batch, 28, 28, 1, 28, 28) for batch in (32, 64, 128, 256, 512)],
+    "size": [(32, size, size, 1, size, size) for size in (28, 56, 112, 224)],
+    "channels": [(8, 64, 64, channels, 64, 64)
+                 for channels in (1, 4, 16, 64, 256)],
+}
+TINY_SCALING_SWEEPS = {
+    "batch": [(batch, 8, 8, 1, 8, 8) for batch in (1, 2, 4)],
+    "channels": [(2, 8, 8, channels, 8, 8) for channels in (1, 2, 4)],
+}
+SCALING_IMPLEMENTATIONS = ("keras_stn_fused", "keras_stn_fused_xla", "torch",
+                           "tflite")
 MODES = ("fwd", "fwd+bwd", "fwd+dθ")
 IMPLEMENTATIONS = ("keras_stn", "keras_stn_xla", "keras_stn_fused",
                    "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "torch",
@@ -157,7 +176,7 @@ def naive_gather_nd_sampler(images, theta, out_height, out_width):
     return tf.reshape(out, [batch, out_height, out_width, images.shape[3]])
 
 
-def tf_worker(name, workloads, warmup, repeats, memory):
+def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES):
     import tensorflow as tf
 
     import keras_stn
@@ -207,9 +226,9 @@ def tf_worker(name, workloads, warmup, repeats, memory):
         if memory:
             row["peak_mb"] = step_peak_mb(run(fwd_bwd))
         else:
-            row["fwd"] = median_seconds(run(fwd), warmup, repeats)
-            row["fwd+bwd"] = median_seconds(run(fwd_bwd), warmup, repeats)
-            row["fwd+dθ"] = median_seconds(run(fwd_dtheta), warmup, repeats)
+            calls = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+dθ": fwd_dtheta}
+            for mode in modes:
+                row[mode] = median_seconds(run(calls[mode]), warmup, repeats)
         results.append(row)
     return results
 
@@ -246,7 +265,7 @@ def tflite_worker(workloads, warmup, repeats):
 # -- PyTorch ------------------------------------------------------------------
 
 
-def torch_worker(workloads, warmup, repeats, memory):
+def torch_worker(workloads, warmup, repeats, memory, modes=MODES):
     import torch
     import torch.nn.functional as F
 
@@ -281,19 +300,19 @@ def torch_worker(workloads, warmup, repeats, memory):
         if memory:
             row["peak_mb"] = step_peak_mb(fwd_bwd)
         else:
-            row["fwd"] = median_seconds(fwd, warmup, repeats)
-            row["fwd+bwd"] = median_seconds(fwd_bwd, warmup, repeats)
-            row["fwd+dθ"] = median_seconds(fwd_dtheta, warmup, repeats)
+            calls = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+dθ": fwd_dtheta}
+            for mode in modes:
+                row[mode] = median_seconds(calls[mode], warmup, repeats)
         results.append(row)
     return results
 
 
-def worker(name, workloads, warmup, repeats, memory=False):
+def worker(name, workloads, warmup, repeats, memory=False, modes=MODES):
     if name == "torch":
-        return torch_worker(workloads, warmup, repeats, memory)
+        return torch_worker(workloads, warmup, repeats, memory, modes)
     if name == "tflite":
         return tflite_worker(workloads, warmup, repeats)
-    return tf_worker(name, workloads, warmup, repeats, memory)
+    return tf_worker(name, workloads, warmup, repeats, memory, modes)
 
 
 # -- Driver -------------------------------------------------------------------
@@ -320,11 +339,30 @@ def _median_rows(runs):
     return rows
 
 
+def linear_fit(work, seconds):
+    """Least-squares `seconds = fixed + slope * work`: (slope, fixed, R²)."""
+    work, seconds = np.asarray(work, float), np.asarray(seconds, float)
+    slope, fixed = np.polyfit(work, seconds, 1)
+    residual = seconds - (fixed + slope * work)
+    spread = np.sum((seconds - seconds.mean()) ** 2)
+    r2 = 1.0 - np.sum(residual**2) / spread if spread > 0 else 1.0
+    return float(slope), float(fixed), float(r2)
+
+
+def selected_workloads(args):
+    if args.scaling:
+        sweeps = TINY_SCALING_SWEEPS if args.tiny else SCALING_SWEEPS
+        return [workload for sweep in sweeps.values() for workload in sweep]
+    return TINY_WORKLOADS if args.tiny else WORKLOADS
+
+
 def run_worker(name, args, memory=False):
     command = [sys.executable, __file__, "--worker", name, "--warmup",
                str(args.warmup), "--repeats", str(args.repeats)]
     if args.tiny:
         command.append("--tiny")
+    if args.scaling:
+        command.append("--scaling")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if args.allocator == "reuse" and not memory:
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**40))
@@ -347,8 +385,10 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--implementations", nargs="+",
-                        default=list(IMPLEMENTATIONS))
+    parser.add_argument("--implementations", nargs="+")
+    parser.add_argument("--scaling", action="store_true",
+                        help="the cost model: forward time over growing "
+                        "batch, size and channels")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=1,
@@ -358,14 +398,16 @@ def main(argv=None):
                         help="glibc malloc settings of the timing workers")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
-    workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
+    workloads = selected_workloads(args)
+    modes = ("fwd",) if args.scaling else MODES
 
     if args.worker:
         print(json.dumps(worker(args.worker, workloads, args.warmup,
-                                args.repeats, args.memory)))
+                                args.repeats, args.memory, modes)))
         return None
 
-    names = list(args.implementations)
+    names = list(args.implementations or (
+        SCALING_IMPLEMENTATIONS if args.scaling else IMPLEMENTATIONS))
     if "torch" in names and not torch_available():
         print("torch is not installed: no ratios (pip install torch==2.13.0)")
         names.remove("torch")
@@ -376,6 +418,8 @@ def main(argv=None):
         for name in names:
             rounds[name].append(run_worker(name, args))
     results = {name: _median_rows(runs) for name, runs in rounds.items()}
+    if args.scaling:
+        return report_scaling(args, results)
     for name in names:
         if name != "tflite":
             peaks = run_worker(name, args, memory=True)
@@ -417,6 +461,53 @@ def main(argv=None):
             json.dump({"workloads": workloads, "results": results}, file,
                       indent=1)
     return results
+
+
+def report_scaling(args, results):
+    """Prints the cost model: ns per output pixel-channel along each sweep
+    and the straight line through each sweep's times."""
+    sweeps = TINY_SCALING_SWEEPS if args.tiny else SCALING_SWEEPS
+    names = list(results)
+    print(f"{os.cpu_count()} CPUs; forward pass, median of {args.repeats} "
+          f"calls after {args.warmup} warm-up, median over {args.rounds} "
+          f"round(s); allocator: {args.allocator}; ms (ns per output "
+          "pixel-channel)")
+    print()
+    print("| sweep | workload | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    index = 0
+    fits = {}
+    for sweep, workloads in sweeps.items():
+        work = [batch * out_h * out_w * channels
+                for batch, _, _, channels, out_h, out_w in workloads]
+        rows = {name: results[name][index:index + len(workloads)]
+                for name in names}
+        for position, workload in enumerate(workloads):
+            batch, height, width, channels, out_h, out_w = workload
+            cells = []
+            for name in names:
+                seconds = rows[name][position]["fwd"]
+                cells.append(f"{1000 * seconds:.2f} "
+                             f"({1e9 * seconds / work[position]:.2f})")
+            print(f"| {sweep} | B={batch}, {height}×{width}×{channels} | "
+                  + " | ".join(cells) + " |")
+        for name in names:
+            fits.setdefault(sweep, {})[name] = linear_fit(
+                work, [row["fwd"] for row in rows[name]])
+        index += len(workloads)
+    print()
+    print("| sweep | implementation | slope (ns per output pixel-channel) | "
+          "fixed (ms) | R² |")
+    print("|---|---|---|---|---|")
+    for sweep, by_name in fits.items():
+        for name, (slope, fixed, r2) in by_name.items():
+            print(f"| {sweep} | {name} | {1e9 * slope:.2f} | "
+                  f"{1000 * fixed:.3f} | {r2:.4f} |")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"sweeps": sweeps, "results": results, "fits": fits},
+                      file, indent=1)
+    return fits
 
 
 if __name__ == "__main__":

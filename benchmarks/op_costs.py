@@ -4,9 +4,9 @@
     python benchmarks/op_costs.py --tiny    # seconds, for tests
 
 The profile behind the sampler's formulation (see README → Performance):
-one gather per corner, elementwise ops on every sample, the image
-gradient's segment sum, and the ops LiteRT runs slowly (a 4-D PAD, slicing
-a small last axis). Each row times one op on the same inputs, as a
+one gather per corner (GatherV2 or GatherNd; one value or a 4-corner row),
+elementwise ops on every sample, the image gradient's segment sum, and the
+ops LiteRT runs slowly (a 4-D PAD, slicing or stacking a small last axis). Each row times one op on the same inputs, as a
 `tf.function` (TF runtime, 2 threads) and as a LiteRT model (2 threads);
 the cost of an identity function of the same output size is subtracted, so
 a row is the op's own cost. Median of `--repeats` calls after `--warmup`.
@@ -28,6 +28,7 @@ def cases(batch, size):
     samples = batch * size * size
     rng = np.random.default_rng(0)
     flat = rng.uniform(size=(samples, 1)).astype(np.float32)
+    flat4 = rng.uniform(size=(samples, 4)).astype(np.float32)
     # Indices near the identity warp, as a sampler's are.
     near = np.arange(samples) + rng.integers(-3, 4, samples)
     index = np.clip(near, 0, samples - 1).astype(np.int32)
@@ -45,6 +46,12 @@ def cases(batch, size):
     return [
         ("gather, 1 value per index", lambda f, i: tf.gather(f, i),
          (flat, index)),
+        ("gather_nd, 1 value per index",
+         lambda f, i: tf.gather_nd(f, tf.expand_dims(i, -1)), (flat, index)),
+        ("gather, 4 values per index (rows of 4)",
+         lambda f, i: tf.gather(f, i), (flat4, index)),
+        ("stack 4 planes on a new last axis",
+         lambda v: tf.stack([v, v + 1.0, v + 2.0, v + 3.0], -1), (values,)),
         ("multiply (elementwise)", lambda v: v * v, (values,)),
         ("floor + cast to int32", lambda v: tf.cast(tf.floor(v), tf.int32),
          (values,)),

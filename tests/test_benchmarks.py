@@ -1,5 +1,7 @@
 """Smoke runs of the benchmark scripts on tiny workloads (not timings)."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,15 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
+
+
+def _speed_benchmark():
+    """`benchmarks/grid_sample_speed.py` as a module (it is a script)."""
+    spec = importlib.util.spec_from_file_location(
+        "grid_sample_speed", REPO_ROOT / "benchmarks" / "grid_sample_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_tflite_latency_smoke():
@@ -54,8 +65,6 @@ def test_grid_sample_speed_smoke(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     raw = json.loads((tmp_path / "speed.json").read_text())
     for name in ("keras_stn", "keras_stn_xla", "keras_stn_fused",
                  "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "tflite"):
@@ -72,12 +81,38 @@ def test_grid_sample_speed_smoke(tmp_path):
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
 
 
+def test_grid_sample_speed_scaling_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/grid_sample_speed.py", "--scaling",
+         "--tiny", "--repeats", "2", "--warmup", "1", "--implementations",
+         "keras_stn_fused", "tflite", "--json", str(tmp_path / "cost.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((tmp_path / "cost.json").read_text())
+    assert set(raw["fits"]) == {"batch", "channels"}
+    for by_name in raw["fits"].values():
+        assert set(by_name) == {"keras_stn_fused", "tflite"}
+        for slope, fixed, r2 in by_name.values():
+            assert np.isfinite(slope) and np.isfinite(fixed) and r2 <= 1.0
+    assert "| batch | keras_stn_fused |" in result.stdout
+
+
+def test_linear_fit_recovers_a_line():
+    module = _speed_benchmark()
+    work = [1e5, 2e5, 4e5, 8e5]
+    seconds = [0.002 + 5e-9 * n for n in work]
+    slope, fixed, r2 = module.linear_fit(work, seconds)
+    assert slope == pytest.approx(5e-9, rel=1e-9)
+    assert fixed == pytest.approx(0.002, rel=1e-9)
+    assert r2 == pytest.approx(1.0, abs=1e-12)
+    # A quadratic cost is not a line.
+    _, _, r2 = module.linear_fit(work, [(n / 1e5) ** 2 for n in work])
+    assert r2 < 0.99
+
+
 def test_grid_sample_speed_rounds_take_the_median():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-    try:
-        import grid_sample_speed
-    finally:
-        sys.path.pop(0)
+    grid_sample_speed = _speed_benchmark()
     runs = [[{"workload": (1,), "fwd": t, "fwd+bwd": 2 * t}]
             for t in (3.0, 1.0, 2.0)]
     assert grid_sample_speed._median_rows(runs) == [
@@ -85,11 +120,7 @@ def test_grid_sample_speed_rounds_take_the_median():
 
 
 def test_step_peak_memory_sees_a_large_buffer():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-    try:
-        import grid_sample_speed
-    finally:
-        sys.path.pop(0)
+    grid_sample_speed = _speed_benchmark()
     # 64 MB written inside the call, freed after it.
     peak = grid_sample_speed.step_peak_mb(
         lambda: np.ones(16 * 2**20, np.float32).sum())
@@ -105,24 +136,18 @@ def test_op_costs_smoke():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| op ")]
-    assert len(rows) == 8, result.stdout
+    assert len(rows) == 11, result.stdout
     for row in rows:
         tf_ms, litert_ms = (float(cell) for cell in row.split("|")[2:4])
         assert np.isfinite(tf_ms) and np.isfinite(litert_ms)
 
 
 def test_naive_baseline_computes_the_same_sampling():
-    import importlib.util
-
-    import numpy as np
     import tensorflow as tf
 
     import keras_stn
 
-    spec = importlib.util.spec_from_file_location(
-        "grid_sample_speed", REPO_ROOT / "benchmarks" / "grid_sample_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _speed_benchmark()
     images, theta = module.inputs_for((3, 9, 11, 2, 7, 8))
     naive = module.naive_gather_nd_sampler(tf.constant(images),
                                            tf.constant(theta), 7, 8)
