@@ -1,8 +1,9 @@
 """The speed-motivated formulations agree with each other and the reference.
 
 `grid_sample`'s bilinear kernel and `affine_grid` pick formulations at trace
-time (TF's runtime vs XLA; a 4-corner-slice image gradient under XLA for few
-channels, one segment sum otherwise); the planar entry points
+time (TF's runtime vs XLA; under XLA a 4-corner-slice image gradient for few
+channels, one segment sum otherwise; in TF's runtime one segment sum per
+corner, of scalars for 2-16 channels); the planar entry points
 `affine_coordinates` / `sample_coordinates` skip the `[..., 2]` axis. Each
 must give the same values and gradients as the NumPy reference.
 """
@@ -98,7 +99,7 @@ def test_image_gradient_is_the_adjoint_of_sampling():
                 rtol=1e-5)
 
 
-@pytest.mark.parametrize("channels", [1, 20])
+@pytest.mark.parametrize("channels", [1, 3, 20])
 def test_non_finite_upstream_gradients_propagate_alike(channels):
     # XLA takes another formulation (stored corner indices and fractions,
     # a 4-corner-block scatter for few channels): NaN and infinities in the
@@ -130,6 +131,27 @@ def test_non_finite_upstream_gradients_propagate_alike(channels):
             np.testing.assert_allclose(
                 xla[finite], runtime[finite], rtol=1e-5,
                 atol=1e-5 * np.abs(runtime[finite]).max())
+
+
+@pytest.mark.parametrize("channels", [1, 2, 16, 17])
+def test_runtime_scatter_adds_every_corner(channels):
+    # Scalar segments for 2-16 channels, rows otherwise: both are np.add.at.
+    rng = np.random.default_rng(channels)
+    segments = 11
+    corners = [rng.integers(0, segments, (2, 3, 4)).astype(np.int32)
+               for _ in range(4)]
+    updates = [rng.normal(size=(2, 3, 4, channels)).astype(np.float32)
+               for _ in range(4)]
+    expected = np.zeros((segments, channels), np.float64)
+    for update, corner in zip(updates, corners):
+        np.add.at(expected, corner.reshape(-1),
+                  update.reshape(-1, channels).astype(np.float64))
+    got = _bilinear._runtime_scatter(
+        [tf.constant(u) for u in updates], [tf.constant(c) for c in corners],
+        segments, channels)
+    np.testing.assert_allclose(
+        tf.reshape(got, [segments, channels]).numpy(), expected, rtol=0,
+        atol=1e-5)
 
 
 def test_materialised_returns_its_input():
