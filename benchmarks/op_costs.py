@@ -6,8 +6,9 @@
 The profile behind the sampler's formulation (see README → Performance):
 one gather per corner (GatherV2 or GatherNd; one value or a 4-corner row),
 elementwise ops on every sample, the image gradient's segment sum, and the
-ops LiteRT runs slowly (a 4-D PAD, slicing or stacking a small last axis). Each row times one op on the same inputs, as a
-`tf.function` (TF runtime, 2 threads) and as a LiteRT model (2 threads);
+ops LiteRT runs slowly (a 4-D PAD, slicing or stacking a small last axis).
+Each row times one op on the same inputs, as a `tf.function` (TF runtime,
+2 threads) and as a LiteRT model (2 threads);
 the cost of an identity function of the same output size is subtracted, so
 a row is the op's own cost. Median of `--repeats` calls after `--warmup`.
 """

@@ -105,16 +105,10 @@ def bilinear(padded, x, y, height, width):
                 d_padded = _quad_scatter(weights, upstream, index, batch,
                                          height, width)
             else:
-                updates = [_times(weight, upstream) for weight in weights]
-                corners = _corner_indices(index, padded_width)
-                segments = batch * padded_pixels
-                if xla:
-                    d_flat = tf.math.unsorted_segment_sum(
-                        tf.concat(updates, 0), tf.concat(corners, 0),
-                        segments)
-                else:
-                    d_flat = _runtime_scatter(updates, corners, segments,
-                                              channels)
+                d_flat = _corner_scatter(
+                    [_times(weight, upstream) for weight in weights],
+                    _corner_indices(index, padded_width),
+                    batch * padded_pixels, channels, xla)
                 d_padded = tf.reshape(d_flat, tf.shape(padded))
             d00, d01, d10, d11 = [
                 tf.cast(_channel_sum(value * upstream), x.dtype)
@@ -187,18 +181,23 @@ def _channel_sum(values):
     return tf.reduce_sum(values, -1)
 
 
-def _runtime_scatter(updates, corners, segments, channels):
-    """Sum of the 4 corners' updates at their flat indices (TF's runtime).
+def _corner_scatter(updates, corners, segments, channels, xla):
+    """Sum of the 4 corners' updates at their flat indices.
 
-    One `unsorted_segment_sum` per corner, added: concatenating the updates
-    cost more than scattering them (the image gradient takes 19-31% less
-    time without). With 2-16 channels every value is scattered as its own
-    scalar segment, which TF's kernel adds faster than short rows (2-34%
-    less time; from 64 channels on, 20% more).
+    Under XLA, one `unsorted_segment_sum` over the concatenated corners
+    (separate ones took twice as long on 256 channels). In TF's runtime,
+    one per corner, added: concatenating the updates cost more than
+    scattering them (the image gradient takes 19-31% less time without);
+    and with 2-16 channels every value is scattered as its own scalar
+    segment, which TF's kernel adds faster than short rows (2-34% less
+    time; from 64 channels on, 20% more).
 
     Returns:
         `[segments, channels]`, or `[segments * channels]` flat.
     """
+    if xla:
+        return tf.math.unsorted_segment_sum(
+            tf.concat(updates, 0), tf.concat(corners, 0), segments)
     if 1 < channels <= _SCALAR_SCATTER_MAX_CHANNELS:
         lanes = tf.range(channels)
         return tf.add_n([

@@ -134,8 +134,9 @@ def test_non_finite_upstream_gradients_propagate_alike(channels):
 
 
 @pytest.mark.parametrize("channels", [1, 2, 16, 17])
-def test_runtime_scatter_adds_every_corner(channels):
-    # Scalar segments for 2-16 channels, rows otherwise: both are np.add.at.
+def test_corner_scatter_adds_every_corner(channels):
+    # Runtime: scalar segments for 2-16 channels, rows otherwise; XLA's
+    # concatenated scatter (its formulation, run eagerly): all np.add.at.
     rng = np.random.default_rng(channels)
     segments = 11
     corners = [rng.integers(0, segments, (2, 3, 4)).astype(np.int32)
@@ -146,12 +147,13 @@ def test_runtime_scatter_adds_every_corner(channels):
     for update, corner in zip(updates, corners):
         np.add.at(expected, corner.reshape(-1),
                   update.reshape(-1, channels).astype(np.float64))
-    got = _bilinear._runtime_scatter(
-        [tf.constant(u) for u in updates], [tf.constant(c) for c in corners],
-        segments, channels)
-    np.testing.assert_allclose(
-        tf.reshape(got, [segments, channels]).numpy(), expected, rtol=0,
-        atol=1e-5)
+    for xla in (False, True):
+        got = _bilinear._corner_scatter(
+            [tf.constant(u) for u in updates],
+            [tf.constant(c) for c in corners], segments, channels, xla)
+        np.testing.assert_allclose(
+            tf.reshape(got, [segments, channels]).numpy(), expected, rtol=0,
+            atol=1e-5, err_msg=f"xla={xla}")
 
 
 def test_materialised_returns_its_input():
