@@ -393,7 +393,8 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--implementations", nargs="+")
+    parser.add_argument("--implementations", nargs="+",
+                        choices=IMPLEMENTATIONS)
     parser.add_argument("--scaling", action="store_true",
                         help="the cost model: forward time over growing "
                         "batch, size and channels")
@@ -406,6 +407,12 @@ def main(argv=None):
                         help="glibc malloc settings of the timing workers")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args(argv)
+    for name in ("rounds", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got "
+                         f"{getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
     workloads = selected_workloads(args)
     modes = ("fwd",) if args.scaling else MODES
 

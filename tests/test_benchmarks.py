@@ -98,6 +98,19 @@ def test_grid_sample_speed_scaling_smoke(tmp_path):
     assert "| batch | keras_stn_fused |" in result.stdout
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--implementations", "keras"], "invalid choice: 'keras'"),
+    (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+    (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+])
+def test_grid_sample_speed_rejects_bad_arguments(arguments, message, capsys):
+    with pytest.raises(SystemExit) as raised:
+        _speed_benchmark().main(arguments)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_linear_fit_recovers_a_line():
     module = _speed_benchmark()
     work = [1e5, 2e5, 4e5, 8e5]
