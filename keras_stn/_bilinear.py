@@ -3,14 +3,13 @@
 Written for speed on CPU, in TensorFlow's runtime, under XLA and in TFLite,
 with builtin ops only:
 
-- the image is padded with zeros (2 pixels before, 3 after, on each spatial
-  axis), so with pixel coordinates kept within [-2, size + 1] every corner
-  index is in range without clamping, and corners outside the image read
-  zero without masks (PyTorch skips them: the same values and gradients);
-- coordinates within a few ulps of an integer snap onto it, so identity,
-  integer-shift and quarter-turn warps are exact at any size (the normalised
-  coordinate of a pixel centre is not representable, and would otherwise
-  blend in a neighbour by about `size × 6e-8`);
+- the image is padded with zeros (`MARGIN` pixels before, one more after,
+  on each spatial axis), so with pixel coordinates kept within
+  [-MARGIN, size - 1 + MARGIN] every corner index is in range without
+  clamping, and corners outside the image read zero without masks (PyTorch
+  skips them: the same values and gradients);
+- fractions within a few ulps of 0 or 1 snap onto it (`_coordinates.split`),
+  so identity, integer-shift and quarter-turn warps are exact at any size;
 - the gradient is written by hand (`tf.custom_gradient`): the image gradient
   is a scatter-add of the four corners (in TF's runtime one
   `unsorted_segment_sum` per corner, summed; under XLA one over all four,
@@ -21,13 +20,14 @@ with builtin ops only:
 
 import tensorflow as tf
 
+from keras_stn import _coordinates
 from keras_stn._compilation import exporting_tflite
 from keras_stn._compilation import in_xla_context
 
 # Zero padding of the image on each spatial axis, before and after: the
-# pixel coordinates reach [-2, size + 1] and a corner one more.
-PAD_BEFORE = 2
-PAD_AFTER = 3
+# pixel coordinates reach [-MARGIN, size - 1 + MARGIN] and a corner one more.
+PAD_BEFORE = _coordinates.MARGIN
+PAD_AFTER = _coordinates.MARGIN + 1
 # Under XLA, at most this many channels use the 4-corner-slice scatter
 # (fwd+bwd 20-50% less time on 1-3 channels; from 4 on, the flat one wins).
 _QUAD_SCATTER_MAX_CHANNELS = 3
@@ -55,10 +55,11 @@ def bilinear(padded, x, y, height, width):
     """Bilinear samples of zero-padded images at pixel coordinates.
 
     Args:
-        padded: `[batch, height + 5, width + 5, channels]` from `pad_images`.
+        padded: `[batch, height + PAD_BEFORE + PAD_AFTER, width + …,
+            channels]` from `pad_images`.
         x, y: `[batch, out_height, out_width]` pixel coordinates of the
-            unpadded image (0 = first pixel centre), within
-            [-2, width + 1] and [-2, height + 1], finite.
+            unpadded image (0 = first pixel centre), finite, within
+            `MARGIN` pixels of it (`_coordinates.source` keeps them so).
         height, width: static size of the unpadded image.
 
     Returns:
@@ -130,14 +131,9 @@ def _gather_nd(flat, index):
 
 def _split(coord, size):
     """Integer corner and snapped fraction of pixel coordinates."""
-    relative = 2.0**-49 if coord.dtype == tf.float64 else 2.0**-20
-    tolerance = max(size, 1) * relative
-    # A coordinate just below an integer floors onto it, one just above
-    # keeps it: both then get a zero fraction.
-    low = tf.floor(coord + tolerance)
-    fraction = coord - low
-    fraction = tf.where(fraction > tolerance, fraction, 0.0)
-    return tf.cast(low, tf.int32), fraction
+    corner, fraction = _coordinates.split(
+        coord, _coordinates.snap_tolerance(size, coord.dtype))
+    return tf.cast(corner, tf.int32), fraction
 
 
 def _corner_indices(top_left, padded_width):

@@ -12,10 +12,11 @@ import contextlib
 import threading
 
 try:  # Not public API: without it, every graph takes the runtime formulation.
+    from tensorflow.python.eager import record as _record
     from tensorflow.python.framework import ops as _ops
     from tensorflow.python.ops import control_flow_util as _control_flow_util
 except ImportError:  # pragma: no cover - depends on the TF build
-    _control_flow_util = None
+    _control_flow_util = _record = None
 
 
 def in_xla_context():
@@ -25,6 +26,20 @@ def in_xla_context():
     try:
         return bool(_control_flow_util.GraphOrParentsInXlaContext(
             _ops.get_default_graph()))
+    except Exception:  # pragma: no cover - a changed private API
+        return False
+
+
+def recording_gradients():
+    """True while a gradient tape could record what is being traced or run.
+
+    Computations whose derivative needs more than their value (the exact
+    side of a kink) use it to pay for that only when training.
+    """
+    if _record is None:  # pragma: no cover
+        return False
+    try:
+        return bool(_record.could_possibly_record())
     except Exception:  # pragma: no cover - a changed private API
         return False
 

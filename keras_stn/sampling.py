@@ -12,19 +12,15 @@ import itertools
 import tensorflow as tf
 
 from keras_stn import _bilinear
+from keras_stn import _coordinates
+from keras_stn._compilation import exporting_tflite
+from keras_stn._compilation import recording_gradients
 from keras_stn.grid import coordinate_dtype
 
 _SUPPORTED_INTERPOLATION = ("bilinear", "nearest", "bicubic")
 # PyTorch's (and OpenCV's) cubic convolution coefficient.
 _CUBIC_A = -0.75
 _SUPPORTED_PADDING_MODES = ("zeros", "border", "reflection")
-
-# Coordinates farther than this outside the image are all equivalent for the
-# `zeros` and `border` modes; clamping to it keeps int casts safe.
-_OUTSIDE_MARGIN = 2.0
-# Beyond 2**23 a float32 has no fractional part: reflection of such a
-# coordinate is meaningless, so it is clamped there first.
-_REFLECTION_LIMIT = 2.0**23
 
 
 def check_interpolation(interpolation):
@@ -54,120 +50,6 @@ def check_align_corners(align_corners):
             "Invalid value for argument `align_corners`. Expected a bool. "
             f"Received: align_corners={align_corners!r}"
         )
-
-
-def _dim(tensor, axis):
-    """Static size of `axis` when known, else its run-time size."""
-    static = tensor.shape[axis]
-    return static if static is not None else tf.shape(tensor)[axis]
-
-
-def _unnormalize(coord, size, align_corners):
-    """Maps [-1, 1] to pixel coordinates, with PyTorch's operation order."""
-    if align_corners:
-        return (coord + 1.0) / 2.0 * (size - 1.0)
-    return ((coord + 1.0) * size - 1.0) / 2.0
-
-
-def _reflect(coord, twice_low, twice_high):
-    """Reflects `coord` into [twice_low / 2, twice_high / 2], as PyTorch does."""
-    minimum = twice_low / 2.0
-    # A zero span only happens for a single pixel with align_corners=True,
-    # where the final clip sends everything to 0 anyway.
-    span = tf.maximum((twice_high - twice_low) / 2.0, 1.0)
-    coord = tf.abs(coord - minimum)
-    flips = tf.floor(coord / span)
-    extra = coord - flips * span
-    even = tf.equal(flips - 2.0 * tf.floor(flips / 2.0), 0.0)
-    return tf.where(even, extra + minimum, span - extra + minimum)
-
-
-def _snap_to_pixel_centres(coord, size):
-    """Rounds coordinates lying within a few ulps of an integer onto it.
-
-    The normalised coordinates of pixel centres ((2i + 1) / W - 1 …) are not
-    representable exactly, so an identity or integer-pixel warp lands a few
-    ulps off the centres (about W × 6e-8 px: 3e-5 px at 600 px), which
-    blends in a neighbour by as much. Snapping those makes such warps exact
-    at any size; it moves no coordinate by more than 2⁻²⁰ × max(W, |x|)
-    (1e-4 px at 100 px), and the gradient passes straight through.
-    """
-    relative = 2.0**-49 if coord.dtype == tf.float64 else 2.0**-20
-    nearest = tf.round(coord)
-    tolerance = tf.maximum(tf.abs(coord), size) * relative
-    snapped = tf.where(tf.abs(coord - nearest) <= tolerance, nearest, coord)
-    return coord + tf.stop_gradient(snapped - coord)
-
-
-def _pixel_coordinates(coord, size, padding_mode, align_corners):
-    """Pixel coordinates along one axis, finite and bounded, before padding."""
-    coord = _unnormalize(coord, size, align_corners)
-    # NaN compares unequal to itself: send it well outside the image.
-    coord = tf.where(tf.equal(coord, coord), coord, -_OUTSIDE_MARGIN)
-    if padding_mode == "reflection":
-        coord = tf.clip_by_value(coord, -_REFLECTION_LIMIT, _REFLECTION_LIMIT)
-    else:
-        coord = tf.clip_by_value(
-            coord, -_OUTSIDE_MARGIN, size - 1.0 + _OUTSIDE_MARGIN
-        )
-    return coord
-
-
-def _pad_coordinates(coord, size, padding_mode, align_corners):
-    """Applies `"border"` / `"reflection"` to pixel coordinates, as PyTorch."""
-    if padding_mode == "reflection":
-        if align_corners:
-            coord = _reflect(coord, 0.0, 2.0 * (size - 1.0))
-        else:
-            coord = _reflect(coord, -1.0, 2.0 * size - 1.0)
-    if padding_mode != "zeros":
-        coord = tf.clip_by_value(coord, 0.0, size - 1.0)
-    return coord
-
-
-def _source_coordinates(coord, size, padding_mode, align_corners,
-                        snap=True):
-    """Pixel coordinates along one axis after padding, finite and bounded."""
-    size = tf.cast(size, coord.dtype)
-    coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
-    if snap:
-        coord = _snap_to_pixel_centres(coord, size)
-    return _pad_coordinates(coord, size, padding_mode, align_corners)
-
-
-def _cubic_weights(t):
-    """The 4 cubic-convolution weights of taps -1, 0, 1, 2 at offset t."""
-    a = _CUBIC_A
-
-    def near(x):  # |x| <= 1
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-
-    def far(x):  # 1 < |x| < 2
-        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
-
-    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
-
-
-def _round_half_to_even(coord):
-    """Rounds like C's `nearbyint` (PyTorch's nearest mode): ties to even."""
-    floor = tf.floor(coord)
-    frac = coord - floor
-    odd = tf.equal(floor - 2.0 * tf.floor(floor / 2.0), 1.0)
-    round_up = tf.logical_or(
-        frac > 0.5, tf.logical_and(tf.equal(frac, 0.5), odd)
-    )
-    return floor + tf.cast(round_up, coord.dtype)
-
-
-def _in_range(index, size):
-    """1.0 where `0 <= index <= size - 1`, else 0.0, in `index`'s dtype."""
-    inside = tf.logical_and(index >= 0.0, index <= size - 1.0)
-    return tf.cast(inside, index.dtype)
-
-
-def _clamped_int(index, size):
-    """`index` clamped into [0, size - 1] and cast to int32 for a gather."""
-    return tf.cast(tf.clip_by_value(index, 0.0, size - 1.0), tf.int32)
 
 
 def grid_sample(
@@ -281,14 +163,9 @@ def sample_coordinates(images, coords, interpolation="bilinear",
                        interpolation, padding_mode, align_corners)
 
 
+
 def _sample(images, coords, interpolation, padding_mode, align_corners):
     """The sampler proper, on validated images and per-axis coordinates."""
-    coord_dtype = coords[0].dtype
-    value_dtype = (
-        tf.float64
-        if tf.float64 in (images.dtype, coord_dtype)
-        else tf.float32
-    )
     spatial = images.shape.rank - 2
     if interpolation == "bicubic" and spatial == 3:
         raise ValueError(
@@ -297,76 +174,159 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
             "(trilinear on volumes) or 'nearest'. Received: "
             f"images.shape={images.shape}"
         )
-    # Per axis, x first: sizes (width, height[, depth]) and the strides
-    # of a flattened image.
-    sizes = [_dim(images, axis) for axis in range(spatial, 0, -1)]
-    sizes_f = [tf.cast(size, coord_dtype) for size in sizes]
-    # The fast kernel needs static image sizes; others take the generic path.
+    images, coords = _checked_at_run_time(images, coords)
+    if images.shape[-1] == 0:
+        # Nothing to read: PyTorch returns [batch, 0, *grid] here.
+        shape = tf.concat([tf.shape(coords[0]), [0]], 0)
+        return tf.zeros(shape, images.dtype)
+    value_dtype = (tf.float64 if tf.float64 in (images.dtype, coords[0].dtype)
+                   else tf.float32)
+    # PyTorch's 2-D kernel rounds the unnormalisation as a fused
+    # multiply-add, which decides the derivative's side at integers; only
+    # worth its cost (float64 arithmetic, which TFLite lacks) when a
+    # gradient may be taken.
+    fused = (spatial == 2 and recording_gradients()
+             and not exporting_tflite())
     if (interpolation == "bilinear" and spatial == 2
             and None not in images.shape[1:]):
         height, width = images.shape[1], images.shape[2]
-        x, y = [
-            _source_coordinates(coord, size, padding_mode,
-                                align_corners, snap=False)
-            for coord, size in zip(coords, sizes_f)
-        ]
+        x, y = [_coordinates.source(coord, size, padding_mode, align_corners,
+                                    fused)
+                for coord, size in zip(coords, (width, height))]
         padded = _bilinear.pad_images(tf.cast(images, value_dtype))
-        output = _bilinear.bilinear(padded, x, y, height, width)
-        return tf.cast(output, images.dtype)
+        return tf.cast(_bilinear.bilinear(padded, x, y, height, width),
+                       images.dtype)
+    gather = _Gather(images, value_dtype)
+    kernel = {"bilinear": _linear, "nearest": _nearest,
+              "bicubic": _bicubic}[interpolation]
+    return tf.cast(kernel(gather, coords, padding_mode, align_corners, fused),
+                   images.dtype)
 
-    strides = [1]
-    for size in sizes[:-1]:
-        strides.append(strides[-1] * size)
-    channels = _dim(images, spatial + 1)
-    flat = tf.reshape(images, [-1, channels])
-    # Offsets of each image in `flat`, from the run-time batch size.
-    offsets = tf.reshape(
-        tf.range(tf.shape(images)[0]) * (strides[-1] * sizes[-1]),
-        [-1] + [1] * spatial,
-    )
 
-    def gather(indices):
-        index = offsets
-        for axis in reversed(range(spatial)):
+def _checked_at_run_time(images, coords):
+    """`images` and `coords` behind run-time checks of what static shapes
+    could not tell: an empty spatial axis, or batch sizes that differ (which
+    the gathers would otherwise broadcast silently). XLA compiles the checks
+    away; TFLite's converter drops them."""
+    spatial = images.shape.rank - 2
+    checks = []
+    if None in images.shape[1:spatial + 1]:
+        checks.append(tf.debugging.assert_positive(
+            tf.shape(images)[1:spatial + 1],
+            message="grid_sample: expected `images` to have non-empty "
+                    "spatial dimensions"))
+    if images.shape[0] is None or coords[0].shape[0] is None:
+        checks.append(tf.debugging.assert_equal(
+            tf.shape(images)[0], tf.shape(coords[0])[0],
+            message="grid_sample: arguments `images` and `grid` must have "
+                    "the same batch size"))
+    if not checks:
+        return images, coords
+    with tf.control_dependencies(checks):
+        return tf.identity(images), [tf.identity(c) for c in coords]
+
+
+class _Gather:
+    """Reads pixels of `images` (any rank) at integer indices, per axis.
+
+    Indices must be in range: the kernels clamp them and mask what is
+    outside. Sizes are static where known, else read at run time.
+    """
+
+    def __init__(self, images, value_dtype):
+        spatial = images.shape.rank - 2
+        dynamic = tf.shape(images)
+        dims = [images.shape[axis] if images.shape[axis] is not None
+                else dynamic[axis] for axis in range(spatial + 2)]
+        # Per axis, x first: sizes (width, height[, depth]).
+        self.sizes = dims[spatial:0:-1]
+        self.strides = [1]
+        for size in self.sizes[:-1]:
+            self.strides.append(self.strides[-1] * size)
+        pixels = self.strides[-1] * self.sizes[-1]
+        # Explicit sizes, not -1: a reshape cannot infer -1 for an empty
+        # tensor.
+        self.flat = tf.reshape(images, [dims[0] * pixels, dims[-1]])
+        # Offsets of each image in `flat`, from the run-time batch size.
+        self.offsets = tf.reshape(tf.range(dynamic[0]) * pixels,
+                                  [-1] + [1] * spatial)
+        self.value_dtype = value_dtype
+
+    def float_sizes(self, dtype):
+        return [tf.cast(size, dtype) for size in self.sizes]
+
+    def __call__(self, indices):
+        """Values `[..., channels]` at per-axis int32 indices (x first)."""
+        index = self.offsets
+        for axis in reversed(range(len(indices))):
             step = indices[axis]
-            if not (isinstance(strides[axis], int) and strides[axis] == 1):
-                step = step * strides[axis]
+            if not (isinstance(self.strides[axis], int)
+                    and self.strides[axis] == 1):
+                step = step * self.strides[axis]
             index = index + step
-        return tf.cast(tf.gather(flat, index), value_dtype)
+        return tf.cast(tf.gather(self.flat, index), self.value_dtype)
 
-    def weighted(weight, values):
-        return tf.expand_dims(tf.cast(weight, value_dtype), -1) * values
 
-    if interpolation == "bicubic":
-        return tf.cast(
-            _bicubic(coords, sizes_f, padding_mode, align_corners,
-                     gather, weighted),
-            images.dtype,
-        )
+def _times(weight, values):
+    """`weight [..]` times `values [.., channels]`, in `values`' dtype."""
+    return tf.expand_dims(tf.cast(weight, values.dtype), -1) * values
 
-    coords = [
-        _source_coordinates(coord, size, padding_mode, align_corners)
-        for coord, size in zip(coords, sizes_f)
-    ]
-    if interpolation == "nearest":
-        rounded = [_round_half_to_even(coord) for coord in coords]
-        values = gather([
-            _clamped_int(index, size)
-            for index, size in zip(rounded, sizes_f)
-        ])
-        if padding_mode == "zeros":
-            mask = _in_range(rounded[0], sizes_f[0])
-            for index, size in zip(rounded[1:], sizes_f[1:]):
-                mask = mask * _in_range(index, size)
-            values = weighted(mask, values)
-        return tf.cast(values, images.dtype)
 
-    # Linear in every axis: 2 corners per axis, per-axis weights.
+def _cubic_weights(t):
+    """The 4 cubic-convolution weights of taps -1, 0, 1, 2 at offset t."""
+    a = _CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+
+    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+
+
+def _round_half_to_even(coord):
+    """Rounds like C's `nearbyint` (PyTorch's nearest mode): ties to even."""
+    floor = tf.floor(coord)
+    frac = coord - floor
+    odd = tf.equal(floor - 2.0 * tf.floor(floor / 2.0), 1.0)
+    round_up = tf.logical_or(
+        frac > 0.5, tf.logical_and(tf.equal(frac, 0.5), odd)
+    )
+    return floor + tf.cast(round_up, coord.dtype)
+
+
+def _in_range(index, size):
+    """1.0 where `0 <= index <= size - 1`, else 0.0, in `index`'s dtype."""
+    inside = tf.logical_and(index >= 0.0, index <= size - 1.0)
+    return tf.cast(inside, index.dtype)
+
+
+def _clamped_int(index, size):
+    """`index` clamped into [0, size - 1] and cast to int32 for a gather."""
+    return tf.cast(tf.clip_by_value(index, 0.0, size - 1.0), tf.int32)
+
+
+def _tolerance(size, dtype):
+    if isinstance(size, int):
+        return _coordinates.snap_tolerance(size, dtype)
+    return tf.maximum(tf.cast(size, dtype), 1.0) * (
+        _coordinates.snap_tolerance(1, dtype))
+
+
+def _linear(gather, coords, padding_mode, align_corners, fused):
+    """Bi-/trilinear interpolation with clamped gathers and masked corners
+    (volumes, and images whose size is only known at run time)."""
+    dtype = coords[0].dtype
+    sizes = gather.float_sizes(dtype)
     corners, weights = [], []
-    for coord, size in zip(coords, sizes_f):
-        low = tf.floor(coord)
+    for coord, size, static in zip(coords, sizes, gather.sizes):
+        coord = _coordinates.source(coord, size, padding_mode, align_corners,
+                                    fused)
+        low, high_weight = _coordinates.straight(coord, _tolerance(static,
+                                                                   dtype))
         high = low + 1.0
-        low_weight, high_weight = high - coord, coord - low
+        low_weight = 1.0 - high_weight
         if padding_mode == "zeros":
             # A corner outside the image contributes zero: masking the
             # per-axis weights masks every corner on that row/column.
@@ -376,40 +336,79 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
         weights.append((low_weight, high_weight))
     output = None
     # x varies fastest: (y0, x0), (y0, x1), (y1, x0), (y1, x1), ...
-    for choice in itertools.product((0, 1), repeat=spatial):
+    for choice in itertools.product((0, 1), repeat=len(coords)):
         choice = choice[::-1]  # per axis, x first
         weight = weights[0][choice[0]]
-        for axis in range(1, spatial):
+        for axis in range(1, len(coords)):
             weight = weight * weights[axis][choice[axis]]
-        term = weighted(weight, gather(
-            [corners[axis][choice[axis]] for axis in range(spatial)]))
+        term = _times(weight, gather(
+            [corners[axis][choice[axis]] for axis in range(len(coords))]))
         output = term if output is None else output + term
-    return tf.cast(output, images.dtype)
+    return output
 
 
-def _bicubic(coords, sizes, padding_mode, align_corners, gather, weighted):
+def _nearest(gather, coords, padding_mode, align_corners, fused):
+    """The pixel nearest the coordinate, ties to even (PyTorch's
+    `nearbyint`); no snap is needed, rounding is exact."""
+    sizes = gather.float_sizes(coords[0].dtype)
+    rounded = [
+        _round_half_to_even(_coordinates.source(
+            coord, size, padding_mode, align_corners, fused))
+        for coord, size in zip(coords, sizes)
+    ]
+    values = gather([_clamped_int(index, size)
+                     for index, size in zip(rounded, sizes)])
+    if padding_mode == "zeros":
+        mask = _in_range(rounded[0], sizes[0])
+        for index, size in zip(rounded[1:], sizes[1:]):
+            mask = mask * _in_range(index, size)
+        values = _times(mask, values)
+    return _zero_coordinate_gradient(values, coords)
+
+
+def _zero_coordinate_gradient(values, coords):
+    """`values`, with a zero gradient (as PyTorch's) rather than none for
+    coordinates they are piecewise constant in."""
+
+    @tf.custom_gradient
+    def attach(values, *coords):
+        def gradient(upstream):
+            return [upstream] + [tf.zeros_like(coord) for coord in coords]
+
+        return tf.identity(values), gradient
+
+    return attach(values, *coords)
+
+
+def _bicubic(gather, coords, padding_mode, align_corners, fused):
     """PyTorch's bicubic: the 4×4 taps around the unpadded coordinate, each
     tap coordinate padded (clipped / reflected) on its own."""
+    dtype = coords[0].dtype
+    sizes = gather.float_sizes(dtype)
     taps, tap_weights = [], []
-    for coord, size in zip(coords, sizes):
-        coord = _pixel_coordinates(coord, size, padding_mode, align_corners)
-        coord = _snap_to_pixel_centres(coord, size)
-        start = tf.floor(coord)
-        axis_weights = _cubic_weights(coord - start)
+    for coord, size, static in zip(coords, sizes, gather.sizes):
+        coord = _coordinates.bounded(
+            _coordinates.unnormalize(coord, size, align_corners, fused),
+            size, padding_mode)
+        start, fraction = _coordinates.straight(coord, _tolerance(static,
+                                                                  dtype))
+        axis_weights = _cubic_weights(fraction)
         axis_taps = []
         for offset in range(4):
-            tap = _pad_coordinates(start + (offset - 1.0), size, padding_mode,
-                                   align_corners)
+            tap = _coordinates.pad(start + (offset - 1.0), size,
+                                   padding_mode, align_corners)
             if padding_mode == "zeros":
-                axis_weights[offset] = axis_weights[offset] * _in_range(tap, size)
+                axis_weights[offset] = axis_weights[offset] * _in_range(
+                    tap, size)
             axis_taps.append(_clamped_int(tap, size))
         taps.append(axis_taps)
         tap_weights.append(axis_weights)
-    output = 0.0
+    output = None
     for row in range(4):
         for col in range(4):
-            output += weighted(tap_weights[1][row] * tap_weights[0][col],
-                               gather([taps[0][col], taps[1][row]]))
+            term = _times(tap_weights[1][row] * tap_weights[0][col],
+                          gather([taps[0][col], taps[1][row]]))
+            output = term if output is None else output + term
     return output
 
 
@@ -426,12 +425,18 @@ def _check_inputs(images, grid):
             "[batch, height, width, channels] (or rank 5 [batch, depth, "
             f"height, width, channels]). Received: images.shape={images.shape}"
         )
+    spatial = images.shape.rank - 2
+    if 0 in images.shape[1:spatial + 1]:
+        raise ValueError(
+            "Invalid shape for argument `images`. Expected non-empty spatial "
+            "dimensions (there is nothing to sample from). Received: "
+            f"images.shape={images.shape}"
+        )
     if not grid.dtype.is_floating:
         raise TypeError(
             "Invalid dtype for argument `grid`. Expected a floating dtype. "
             f"Received: grid.dtype={grid.dtype.name}"
         )
-    spatial = images.shape.rank - 2
     if grid.shape.rank != images.shape.rank or grid.shape[-1] not in (
         spatial, None
     ):

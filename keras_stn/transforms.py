@@ -277,8 +277,8 @@ class ThinPlateSpline(Transform):
         if key not in self._matrices:
             from keras_stn.grid import _homogeneous_meshgrid
 
-            targets = _homogeneous_meshgrid(size[0], size[1], align_corners)
-            targets = targets[:, :2].astype(np.float64)
+            targets = _homogeneous_meshgrid(size, align_corners, np.float64)
+            targets = targets[:, :2]
             kernel = _tps_kernel(
                 np.sum((targets[:, None] - self._points[None]) ** 2, -1)
             )

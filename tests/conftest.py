@@ -1,5 +1,6 @@
 """Shared tolerances, seeds and fixtures of the test suite."""
 
+import contextlib
 import os
 import pathlib
 
@@ -33,6 +34,15 @@ def mnist_dir():
         ).exists():
             return str(candidate)
     return None
+
+
+def degenerate_grid_warning(size, align_corners):
+    """`pytest.warns` for the one-pixel-axis warning where `size` and
+    `align_corners` call for it (as PyTorch's affine_grid warns), else a
+    no-op context."""
+    if align_corners and 1 in tuple(size):
+        return pytest.warns(UserWarning, match="one-pixel axis")
+    return contextlib.nullcontext()
 
 
 @pytest.fixture(autouse=True)
