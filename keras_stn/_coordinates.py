@@ -154,10 +154,10 @@ def split(coord, tolerance):
     """
     corner = tf.floor(coord)
     fraction = coord - corner
-    fraction = tf.where(fraction <= tolerance, tf.zeros_like(fraction),
-                        fraction)
-    fraction = tf.where(fraction >= 1.0 - tolerance, tf.ones_like(fraction),
-                        fraction)
+    # Scalar branches: SELECT_V2 broadcasts them (no ZEROS_LIKE in TFLite).
+    zero, one = (tf.constant(value, fraction.dtype) for value in (0, 1))
+    fraction = tf.where(fraction <= tolerance, zero, fraction)
+    fraction = tf.where(fraction >= 1.0 - tolerance, one, fraction)
     return corner, fraction
 
 

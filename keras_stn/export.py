@@ -165,6 +165,7 @@ def _convert(saved_model_dir, quantization, representative_dataset):
     # (or, for the denylisted ones, must not) be quantised stay in float.
     float_model = _convert(saved_model_dir, None, None)
     denylist = _float_path_nodes(_read_graph(float_model))
+    _check_calibration(float_model, denylist, representative_dataset)
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
@@ -184,6 +185,94 @@ def _convert(saved_model_dir, quantization, representative_dataset):
             ),
         )
         return debugger.get_nondebug_quantized_model()
+
+
+class _CalibrationError(ValueError):
+    """Calibration data int8 conversion must not be run on."""
+
+
+def _check_calibration(float_model, denylist, representative_dataset):
+    """Raises a `ValueError` if calibration would see non-finite values.
+
+    Int8 calibration turns each tensor's observed range into a scale; an
+    infinite range gives an infinite scale, and LiteRT then crashes on
+    every input of the written file (TensorFlow's converter itself may
+    crash first). So the calibration data are run through the float model
+    first and every float tensor is checked.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():
+        # Keeping every intermediate tensor is what this check is for.
+        warnings.filterwarnings("ignore", message=r"(?s).*preserve_all_tensors")
+        interpreter = Interpreter(model_content=float_model,
+                                  experimental_preserve_all_tensors=True)
+    runner_inputs = interpreter.get_input_details()
+    # Tensors kept in float (the coordinate path) may be infinite: the
+    # sampler reads those points as outside the image.
+    kept_in_float = set(denylist)
+    tensors = [detail for detail in interpreter.get_tensor_details()
+               if detail["dtype"] in (np.float32, np.float16)
+               and detail["name"] not in kept_in_float]
+    for number, sample in enumerate(representative_dataset()):
+        arrays = list(sample.values()) if isinstance(sample, dict) else list(
+            sample)
+        if len(arrays) != len(runner_inputs):
+            raise _CalibrationError(
+                "Invalid value for argument `representative_dataset`: each "
+                f"sample must hold {len(runner_inputs)} input array(s). "
+                f"Received: {len(arrays)} in sample {number}")
+        for detail, array in zip(runner_inputs, arrays):
+            array = np.asarray(array, detail["dtype"])
+            interpreter.resize_tensor_input(detail["index"], array.shape)
+        interpreter.allocate_tensors()
+        for detail, array in zip(runner_inputs, arrays):
+            interpreter.set_tensor(detail["index"],
+                                   np.asarray(array, detail["dtype"]))
+        interpreter.invoke()
+        for detail in tensors:
+            try:
+                values = interpreter.get_tensor(detail["index"])
+            except ValueError:  # constants folded away, scratch buffers
+                continue
+            if values.size and not np.all(np.isfinite(values)):
+                raise _CalibrationError(
+                    "Invalid value for argument `representative_dataset`: "
+                    f"calibration sample {number} drives tensor "
+                    f"'{detail['name']}' to non-finite values, which int8 "
+                    "calibration would turn into infinite scales (a file "
+                    "LiteRT cannot run). Expected calibration inputs that "
+                    "keep every activation finite, like real inputs.")
+
+
+def _check_quantized(flatbuffer):
+    """Raises a `ValueError` unless the int8 model keeps the coordinate path
+    in float and every quantisation scale finite: read from the file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    integer_types = {schema.TensorType.INT8, schema.TensorType.UINT8,
+                     schema.TensorType.INT16}
+    for graph_index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(graph_index)
+        for index in range(graph.TensorsLength()):
+            tensor = graph.Tensors(index)
+            name = tensor.Name().decode()
+            quantization = tensor.Quantization()
+            scales = (quantization.ScaleAsNumpy()
+                      if quantization is not None and quantization.ScaleLength()
+                      else np.zeros(0))
+            if not np.all(np.isfinite(scales)):
+                raise ValueError(
+                    f"The int8 model has a non-finite scale on tensor "
+                    f"'{name}'; it would crash LiteRT. Calibrate with inputs "
+                    "that keep every activation finite.")
+            if (tensor.Type() in integer_types
+                    and _COORDINATE_PATTERN.search(name)):
+                raise ValueError(
+                    f"The int8 model quantised the coordinate path tensor "
+                    f"'{name}'; grids and sampling arithmetic must stay in "
+                    "float. Please report this as a keras_stn bug.")
 
 
 def export_tflite(model, path, quantization=None, representative_dataset=None):
@@ -263,6 +352,8 @@ def export_tflite(model, path, quantization=None, representative_dataset=None):
         try:
             flatbuffer = _convert(saved_model_dir, quantization,
                                   representative_dataset)
+        except _CalibrationError:
+            raise
         except Exception as error:  # the converter's own error types vary
             raise ValueError(
                 "The model cannot be converted to TFLite with builtin ops "
@@ -270,6 +361,8 @@ def export_tflite(model, path, quantization=None, representative_dataset=None):
                 f"{error}"
             ) from error
 
+    if quantization == "int8":
+        _check_quantized(flatbuffer)
     forbidden = _forbidden(op["name"] for op in _read_graph(flatbuffer))
     if forbidden:
         raise ValueError(

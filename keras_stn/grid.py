@@ -153,7 +153,7 @@ def coordinate_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-def _times_meshgrid(weights, size, align_corners):
+def times_meshgrid(weights, size, align_corners):
     """`[..., N]`: rows `weights [..., k + 1]` times each meshgrid point.
 
     The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest); the
@@ -179,7 +179,7 @@ def _times_meshgrid(weights, size, align_corners):
 
 
 def _times_meshgrid_xla(weights, base):
-    """`_times_meshgrid` for XLA, which runs a dot with k + 1 = 3 as a slow
+    """`times_meshgrid` for XLA, which runs a dot with k + 1 = 3 as a slow
     generic loop but fuses broadcast multiply-adds; the gradient, a sum over
     the N points, is a dot XLA runs well (its reductions were 2× slower)."""
 
@@ -199,23 +199,6 @@ def _times_meshgrid_xla(weights, base):
         return result, gradient
 
     return products(weights)
-
-
-def homogeneous_transform(matrices, size, align_corners=False):
-    """Applies `[batch, rows, k + 1]` matrices to the homogeneous meshgrid.
-
-    Args:
-        matrices: float tensor `[batch, rows, k + 1]`, k = len(size).
-        size: `(height, width)` or `(depth, height, width)` of the target.
-        align_corners: bool, as in `meshgrid`.
-
-    Returns:
-        Tensor `[batch, prod(size), rows]`: the meshgrid `(x, y[, z], 1)`
-        times the transposed matrices.
-    """
-    size = check_size(size, ranks=(2, 3))
-    products = _times_meshgrid(matrices, size, align_corners)
-    return tf.transpose(products, [0, 2, 1])
 
 
 def affine_grid(theta, size, align_corners=False, name=None):
@@ -257,7 +240,9 @@ def affine_grid(theta, size, align_corners=False, name=None):
     with tf.name_scope(name or "affine_grid"):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
-        grid = homogeneous_transform(theta, size, align_corners)
+        # [batch, k, N] products of θ's rows with the meshgrid, points last.
+        grid = tf.transpose(times_meshgrid(theta, size, align_corners),
+                            [0, 2, 1])
         return tf.reshape(grid, [-1, *size, len(size)])
 
 
@@ -294,7 +279,7 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
         # One product per row of θ: slicing rows out of a joint product
         # costs more than the product itself in TFLite.
         return [
-            tf.reshape(_times_meshgrid(theta[:, row], size, align_corners),
+            tf.reshape(times_meshgrid(theta[:, row], size, align_corners),
                        [-1, *size])
             for row in range(len(size))
         ]

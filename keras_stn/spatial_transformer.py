@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_stn import transforms as transforms_lib
 from keras_stn.grid import check_size
+from keras_stn.grid import coordinate_dtype
 from keras_stn.sampling import check_align_corners
 from keras_stn.sampling import check_interpolation
 from keras_stn.sampling import check_padding_mode
@@ -92,8 +93,9 @@ class SpatialTransformer(keras.layers.Layer):
             model's losses, pulling θ toward the identity (against θ that
             explodes and blank outputs).
         return_theta: if True, the layer returns `(output, theta)`, θ as a
-            float32 `[batch, num_params]` tensor, for inspection (use it in
-            functional models).
+            `[batch, num_params]` tensor, for inspection (use it in
+            functional models). θ is float32 (float64 under a float64 dtype
+            policy) whatever the compute dtype, as the grid is.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -272,15 +274,17 @@ class SpatialTransformer(keras.layers.Layer):
         rank = len(self._check_input_shape(inputs.shape))
         transform = self._transform_for(rank)
         theta = self.localization_net(inputs, training=training)
-        theta = tf.reshape(
-            tf.cast(theta, tf.float32), [-1, transform.num_params])
+        # float32 (float64 under a float64 policy), checked to hold
+        # num_params values per example even when its shape is dynamic.
+        theta = transform.flatten(
+            tf.cast(theta, coordinate_dtype(self.compute_dtype)))
         if self.localization_lr_multiplier != 1.0:
             # Same value forward; the gradient reaching the localisation
             # net is scaled by the multiplier.
             frozen = tf.stop_gradient(theta)
             theta = frozen + self.localization_lr_multiplier * (theta - frozen)
         if self.identity_regularization > 0.0:
-            identity = tf.constant(transform.identity)
+            identity = tf.constant(transform.identity, theta.dtype)
             self.add_loss(self.identity_regularization * tf.reduce_mean(
                 tf.reduce_sum(tf.square(theta - identity), axis=-1)))
         images = inputs
@@ -305,6 +309,15 @@ class SpatialTransformer(keras.layers.Layer):
         if self.return_theta:
             return outputs, theta
         return outputs
+
+    def compute_output_spec(self, inputs, training=None):
+        output_shape = self.compute_output_shape(inputs.shape)
+        theta_dtype = coordinate_dtype(self.compute_dtype).name
+        if self.return_theta:
+            shape, theta_shape = output_shape
+            return (keras.KerasTensor(shape, dtype=self.compute_dtype),
+                    keras.KerasTensor(theta_shape, dtype=theta_dtype))
+        return keras.KerasTensor(output_shape, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)

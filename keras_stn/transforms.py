@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_stn.grid import affine_coordinates
 from keras_stn.grid import affine_grid
 from keras_stn.grid import coordinate_dtype
-from keras_stn.grid import homogeneous_transform
+from keras_stn.grid import times_meshgrid
 
 # Smallest magnitude of the homogeneous coordinate a projective transform
 # divides by; keeps a degenerate homography finite (the sampler then reads
@@ -57,10 +57,33 @@ class Transform:
         )
 
     def flatten(self, params):
-        """`params` as a float32 (or float64) tensor `[batch, num_params]`."""
+        """`params` as a float32 (or float64) tensor `[batch, num_params]`.
+
+        Raises a `ValueError` when the static shape holds some other number
+        of values per example; when that number is only known at run time,
+        a run-time check raises instead (rather than regrouping the values
+        into a different batch).
+        """
         params = tf.convert_to_tensor(params)
         params = tf.cast(params, coordinate_dtype(params.dtype))
+        shape = tuple(params.shape)
+        if len(shape) < 2 or self.params_shape_error(shape):
+            raise ValueError(
+                f"Invalid shape for argument `params` of transform "
+                f"'{self.name}'. Expected {self._expected_layout()}. "
+                f"Received: params.shape={shape}"
+            )
+        if None in shape[1:]:
+            check = tf.debugging.assert_equal(
+                tf.reduce_prod(tf.shape(params)[1:]), self.num_params,
+                message=f"transform '{self.name}': params must hold "
+                        f"{self.num_params} values per example")
+            with tf.control_dependencies([check]):
+                params = tf.identity(params)
         return tf.reshape(params, [-1, self.num_params])
+
+    def _expected_layout(self):
+        return f"[batch, {self.num_params}]"
 
     def grid(self, params, size, align_corners=False):
         """Sampling grid `[batch, height, width, 2]` for `params`.
@@ -125,8 +148,11 @@ class Affine(Transform):
             return None
         if len(shape) == 2 and shape[1] in (self.num_params, None):
             return None
-        return self._shape_message(
-            shape, f"[batch, {self.num_params}] or [batch, {rows}, {cols}]")
+        return self._shape_message(shape, self._expected_layout())
+
+    def _expected_layout(self):
+        rows, cols = self.matrix_shape
+        return f"[batch, {self.num_params}] or [batch, {rows}, {cols}]"
 
     def grid(self, params, size, align_corners=False):
         return affine_grid(self.flatten(params), size, align_corners)
@@ -197,18 +223,23 @@ class Projective(Transform):
     def identity(self):
         return np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
 
-    def grid(self, params, size, align_corners=False):
+    def coordinates(self, params, size, align_corners=False):
         params = self.flatten(params)
-        ones = tf.ones_like(params[:, :1])
-        matrices = tf.reshape(tf.concat([params, ones], axis=1), [-1, 3, 3])
-        points = homogeneous_transform(matrices, size, align_corners)
-        uv, w = tf.split(points, [2, 1], axis=-1)
+        # One product per row of H (no [..., 3] axis to transpose or split:
+        # those ops would also be quantised by int8 export).
+        rows = [params[:, 0:3], params[:, 3:6]]
+        last = tf.concat([params[:, 6:8], tf.ones_like(params[:, :1])], 1)
+        u, v, w = [tf.reshape(times_meshgrid(row, size, align_corners),
+                              [-1, *size]) for row in (*rows, last)]
         w = tf.where(
             w >= 0.0,
             tf.maximum(w, _PROJECTIVE_EPSILON),
             tf.minimum(w, -_PROJECTIVE_EPSILON),
         )
-        return tf.reshape(uv / w, [-1, size[0], size[1], 2])
+        return [u / w, v / w]
+
+    def grid(self, params, size, align_corners=False):
+        return tf.stack(self.coordinates(params, size, align_corners), -1)
 
 
 def _tps_kernel(squared_distance):

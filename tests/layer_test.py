@@ -4,7 +4,9 @@ It uses only the public Keras API (no `keras.src`) and checks, for one
 `SpatialTransformer` factory and input shape: config round-trip,
 serialise / deserialise, `build` alone creating every variable, a symbolic
 call with a `None` batch, an eager call, one `fit` step whose gradients reach
-the localisation net, and `.keras` save / load with equal outputs.
+the localisation net, `.keras` save / load with equal outputs, and, as
+Keras' own `testing/test_case.py` does, that symbolic and eager outputs have
+the same dtypes under mixed precision.
 """
 
 import os
@@ -15,6 +17,28 @@ import numpy as np
 
 def _loc_weights(layer):
     return [w.numpy() for w in layer.localization_net.weights]
+
+
+def _dtypes(outputs):
+    outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+    return [keras.backend.standardize_dtype(output.dtype) for output in outputs]
+
+
+def check_output_dtypes(make_layer, input_shape, policy="mixed_float16"):
+    """Symbolic and eager outputs of a layer made under `policy` agree in
+    dtype; returns those dtypes (a list, one per output)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        layer = make_layer()
+        symbolic = layer(keras.Input(input_shape[1:]))
+        eager = layer(np.zeros(input_shape, "float32"))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert _dtypes(symbolic) == _dtypes(eager), (
+        f"symbolic dtypes {_dtypes(symbolic)} != eager {_dtypes(eager)} "
+        f"under {policy}")
+    return _dtypes(eager)
 
 
 def run_layer_test(make_layer, input_shape, expected_output_shape, tmp_path,
@@ -57,6 +81,9 @@ def run_layer_test(make_layer, input_shape, expected_output_shape, tmp_path,
     assert layer.compute_output_shape((None,) + tuple(input_shape[1:])) == (
         (None,) + tuple(expected_output_shape[1:])
     )
+
+    # Output dtypes under mixed precision: symbolic as eager.
+    check_output_dtypes(make_layer, input_shape)
 
     # Eager call.
     output = np.array(layer(inputs))

@@ -16,6 +16,7 @@ from tests import reference
 from tests.conftest import EXACT_ATOL
 from tests.conftest import REPO_ROOT
 from tests.conftest import TOLERANCES
+from tests.layer_test import check_output_dtypes
 from tests.layer_test import run_layer_test
 
 TRANSFORMS = {"affine": 6, "attention": 3, "translation": 2, "projective": 8}
@@ -344,6 +345,48 @@ class TestDtypePolicy:
                                          "bilinear", "zeros", False)
         np.testing.assert_allclose(out.numpy().astype(np.float64), expected,
                                    **TOLERANCES["float16"])
+
+
+    @pytest.mark.parametrize("transform", ["affine", "attention", "tps"])
+    def test_return_theta_dtypes_symbolic_as_eager(self, transform):
+        """Under mixed_float16 the output is float16 and θ float32, both
+        symbolically and eagerly (compute_output_spec)."""
+        def make_layer():
+            loc_net = keras.Sequential([
+                keras.layers.Flatten(), keras.layers.Dense(4),
+                keras_stn.localization_head(transform)])
+            return keras_stn.SpatialTransformer(
+                loc_net, output_size=(6, 6), transform=transform,
+                return_theta=True)
+
+        dtypes = check_output_dtypes(make_layer, (2, 8, 8, 1))
+        assert dtypes == ["float16", "float32"]
+        assert check_output_dtypes(make_layer, (2, 8, 8, 1),
+                                   "float32") == ["float32", "float32"]
+
+    def test_float64_end_to_end(self, rng):
+        """A float64 policy computes θ, grid and samples in float64: an
+        identity warp is exact and a shift agrees with the reference to
+        float64 precision."""
+        images = rng.uniform(size=(2, 9, 11, 2))
+        theta = [1.0, 0.0, 0.1234567890123, 0.0, 1.0, -0.05]
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float64")
+        try:
+            layer = keras_stn.SpatialTransformer(
+                constant_loc_net(theta), return_theta=True)
+            out, out_theta = layer(images)
+            identity = keras_stn.SpatialTransformer(
+                constant_loc_net([1.0, 0, 0, 0, 1, 0]))(images)
+        finally:
+            keras.config.set_dtype_policy(previous)
+        assert out.dtype == tf.float64 and out_theta.dtype == tf.float64
+        np.testing.assert_array_equal(identity.numpy(), images)
+        grid = reference.affine_grid([out_theta.numpy()[0]] * 2, 9, 11, False)
+        expected = reference.grid_sample(images, grid, "bilinear", "zeros",
+                                         False)
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12,
+                                   atol=1e-12)
 
 
 class TestDistribution:
