@@ -268,7 +268,7 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
     Example:
 
     >>> x, y = keras_stn.affine_coordinates([[1.0, 0, 0, 0, 1, 0]], (2, 4))
-    >>> x.numpy().tolist()
+    >>> np.round(x.numpy(), 6).tolist()
     [[[-0.75, -0.25, 0.25, 0.75], [-0.75, -0.25, 0.25, 0.75]]]
     >>> y.numpy().tolist()
     [[[-0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, 0.5]]]

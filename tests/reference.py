@@ -6,6 +6,7 @@ the implementation is checked against, so it must stay simple and obviously
 right rather than fast.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -202,3 +203,149 @@ def thin_plate_spline_grid(control, positions, height, width, align_corners):
                 value = value + coefficients[k] * kernel(point, control[k])
             grid[i, j] = value
     return grid
+
+
+# ---------------------------------------------------------------------------
+# Derivatives with PyTorch's conventions at the kinks, for 2-D and 3-D.
+#
+# A bilinear (trilinear) corner is floor(pixel), so at an integer pixel the
+# derivative is taken on [x, x + 1]; `border` and `reflection` clip with a
+# derivative of 1 strictly inside the image and 0 on or beyond its border;
+# each reflection flips the sign of the derivative. Bicubic differentiates
+# the cubic weights of the unpadded coordinate (its taps are padded on their
+# own, and tap positions do not move with the coordinate).
+
+
+def reflect_with_sign(coord, low, high):
+    """`reflect(coord, low, high)` and the sign of its derivative (-1 after
+    an odd number of mirrorings)."""
+    if high <= low:
+        return low, 0.0
+    span = high - low
+    coord = low + math.fmod(coord - low, 2.0 * span)
+    if coord < low:
+        coord += 2.0 * span
+    sign = 1.0
+    while coord < low or coord > high:
+        if coord > high:
+            coord, sign = 2.0 * high - coord, -sign
+        if coord < low:
+            coord, sign = 2.0 * low - coord, -sign
+    return coord, sign
+
+
+def source_pixel_and_slope(coord, size, padding_mode, align_corners):
+    """(pixel read, d pixel / d coord) for a normalised `coord`."""
+    pixel = to_pixel(coord, size, align_corners)
+    slope = (size - 1) / 2.0 if align_corners else size / 2.0
+    if padding_mode == "zeros":
+        return pixel, slope
+    if padding_mode == "reflection":
+        if align_corners:
+            pixel, sign = reflect_with_sign(pixel, 0.0, size - 1.0)
+        else:
+            pixel, sign = reflect_with_sign(pixel, -0.5, size - 0.5)
+        slope *= sign
+    if pixel <= 0.0:
+        return 0.0, 0.0
+    if pixel >= size - 1.0:
+        return size - 1.0, 0.0
+    return pixel, slope
+
+
+def cubic_kernel_derivative(distance, a=-0.75):
+    """W'(d) of `cubic_kernel` (continuous: Keys' kernel is C¹)."""
+    d, sign = abs(distance), (1.0 if distance >= 0 else -1.0)
+    if d <= 1:
+        return sign * (3 * (a + 2) * d**2 - 2 * (a + 3) * d)
+    if d < 2:
+        return sign * (3 * a * d**2 - 10 * a * d + 8 * a)
+    return 0.0
+
+
+def sample_with_gradient(images, grid, interpolation, padding_mode,
+                         align_corners):
+    """Values of `grid_sample` and d value / d grid, point by point.
+
+    Args:
+        images: `[B, *spatial, C]` (2-D or 3-D spatial, z y x order).
+        grid: `[B, *out, k]`, k = len(spatial), coordinates (x, y[, z]).
+
+    Returns:
+        `(values [B, *out, C], jacobian [B, *out, C, k])`.
+    """
+    images = np.asarray(images, np.float64)
+    grid = np.asarray(grid, np.float64)
+    spatial = images.shape[1:-1]
+    sizes = spatial[::-1]  # x first
+    rank = len(sizes)
+    channels = images.shape[-1]
+    values = np.zeros(grid.shape[:-1] + (channels,))
+    jacobian = np.zeros(grid.shape[:-1] + (channels, rank))
+
+    def read(b, index_xyz):
+        if all(0 <= i < n for i, n in zip(index_xyz, sizes)):
+            return images[(b,) + tuple(index_xyz[::-1])]
+        return np.zeros(channels)
+
+    for position in np.ndindex(*grid.shape[:-1]):
+        b, point = position[0], grid[position]
+        if interpolation == "bicubic":
+            value, gradient = _bicubic_with_gradient(
+                lambda index: read(b, index), point, sizes, padding_mode,
+                align_corners)
+        elif interpolation == "nearest":
+            pixels = [source_pixel_and_slope(c, n, padding_mode,
+                                             align_corners)[0]
+                      for c, n in zip(point, sizes)]
+            value = read(b, [int(np.rint(p)) for p in pixels])
+            gradient = np.zeros((channels, rank))
+        else:
+            value, gradient = _linear_with_gradient(
+                lambda index: read(b, index), point, sizes, padding_mode,
+                align_corners, channels)
+        values[position] = value
+        jacobian[position] = gradient
+    return values, jacobian
+
+
+def _linear_with_gradient(read, point, sizes, padding_mode, align_corners,
+                          channels):
+    rank = len(sizes)
+    pixels, slopes = zip(*[source_pixel_and_slope(c, n, padding_mode,
+                                                  align_corners)
+                           for c, n in zip(point, sizes)])
+    lows = [math.floor(p) for p in pixels]
+    fractions = [p - low for p, low in zip(pixels, lows)]
+    value = np.zeros(channels)
+    gradient = np.zeros((channels, rank))
+    for corner in itertools.product((0, 1), repeat=rank):
+        weights = [f if c else 1.0 - f for f, c in zip(fractions, corner)]
+        sample = read([low + c for low, c in zip(lows, corner)])
+        value = value + np.prod(weights) * sample
+        for axis in range(rank):
+            # d weight / d pixel of this axis: +1 for the high corner.
+            others = np.prod([w for k, w in enumerate(weights) if k != axis])
+            step = 1.0 if corner[axis] else -1.0
+            gradient[:, axis] += step * others * slopes[axis] * sample
+    return value, gradient
+
+
+def _bicubic_with_gradient(read, point, sizes, padding_mode, align_corners):
+    x = to_pixel(point[0], sizes[0], align_corners)
+    y = to_pixel(point[1], sizes[1], align_corners)
+    slope_x = (sizes[0] - 1) / 2.0 if align_corners else sizes[0] / 2.0
+    slope_y = (sizes[1] - 1) / 2.0 if align_corners else sizes[1] / 2.0
+    left, top = math.floor(x), math.floor(y)
+    value, d_x, d_y = 0.0, 0.0, 0.0
+    for row in range(top - 1, top + 3):
+        for col in range(left - 1, left + 3):
+            sample = read([_pad_tap(col, sizes[0], padding_mode,
+                                    align_corners),
+                           _pad_tap(row, sizes[1], padding_mode,
+                                    align_corners)])
+            wx, wy = cubic_kernel(x - col), cubic_kernel(y - row)
+            value = value + wx * wy * sample
+            d_x = d_x + cubic_kernel_derivative(x - col) * wy * sample
+            d_y = d_y + wx * cubic_kernel_derivative(y - row) * sample
+    return value, np.stack([d_x * slope_x, d_y * slope_y], -1)

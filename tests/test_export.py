@@ -315,3 +315,69 @@ def test_volume_transformer_in_litert(tmp_path):
         volumes = rng.uniform(size=(batch, 5, 6, 7, 2)).astype(np.float32)
         np.testing.assert_allclose(keras_stn.run_tflite(path, volumes),
                                    model(volumes).numpy(), atol=1e-4, rtol=0)
+
+
+def _coordinate_tensor_types(path):
+    """{tensor name: TFLite type name} of the coordinate-path tensors."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {value: name for name, value in vars(schema.TensorType).items()
+             if not name.startswith("_")}
+    with open(path, "rb") as file:
+        model = schema.Model.GetRootAs(file.read(), 0)
+    types = {}
+    for graph_index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(graph_index)
+        for index in range(graph.TensorsLength()):
+            tensor = graph.Tensors(index)
+            name = tensor.Name().decode()
+            if "grid_generator/" in name or "sampler/" in name:
+                types[name] = names[tensor.Type()]
+    return types
+
+
+def _small_transformer(transform, seed=0):
+    keras.utils.set_random_seed(seed)
+    loc_net = keras.Sequential([
+        keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
+        keras_stn.localization_head(transform)])
+    return keras.Sequential([
+        keras.Input((16, 16, 1)),
+        keras_stn.SpatialTransformer(loc_net, output_size=(12, 12),
+                                     transform=transform),
+        keras.layers.Flatten(), keras.layers.Dense(3)])
+
+
+@pytest.mark.parametrize("transform", ["affine", "attention", "translation",
+                                       "projective", "tps"])
+def test_int8_keeps_every_coordinate_path_in_float(tmp_path, transform):
+    """Read from the file: no grid or sampler tensor is an integer type, and
+    the transformer's output at the identity θ is the float model's."""
+    model = _small_transformer(transform)
+    images = np.random.default_rng(0).uniform(size=(16, 16, 16, 1)).astype(
+        np.float32)
+    path = keras_stn.export_tflite(
+        model, str(tmp_path / "int8.tflite"), quantization="int8",
+        representative_dataset=lambda: ([image[None]] for image in images))
+    types = _coordinate_tensor_types(path)
+    assert types, "no coordinate-path tensors found by name"
+    quantised = {name: kind for name, kind in types.items()
+                 if kind in ("INT8", "UINT8", "INT16")}
+    assert not quantised, quantised
+    np.testing.assert_allclose(keras_stn.run_tflite(path, images),
+                               model(images).numpy(), atol=0.05)
+
+
+@pytest.mark.parametrize("transform", ["affine", "tps"])
+def test_int8_refuses_calibration_that_overflows(tmp_path, transform):
+    """Calibration inputs that drive activations to ±Inf would give infinite
+    scales and a file that crashes LiteRT (or TF's converter): a named
+    error instead, and nothing written."""
+    model = _small_transformer(transform)
+    hostile = np.full((2, 16, 16, 1), 3e38, np.float32)
+    path = tmp_path / "int8.tflite"
+    with pytest.raises(ValueError, match="representative_dataset.*non-finite"):
+        keras_stn.export_tflite(
+            model, str(path), quantization="int8",
+            representative_dataset=lambda: ([image[None]] for image in hostile))
+    assert not path.exists()

@@ -116,9 +116,71 @@ def main():
                 volumes_t.grad.permute(0, 2, 3, 4, 1).numpy())
             golden[prefix + "/grad_grid"] = grid_t.grad.numpy()
 
+    _record_theta_gradients(golden)
+
     path = os.path.join(os.path.dirname(__file__), "torch_golden.npz")
     np.savez_compressed(path, **golden)
     print(f"wrote {len(golden)} arrays to {path}")
+
+
+def _theta_gradient(images, theta, upstream, interpolation, padding_mode,
+                    align_corners):
+    """d sum(grid_sample(images, affine_grid(θ)) * upstream) / dθ."""
+    theta_t = torch.from_numpy(theta).clone().requires_grad_(True)
+    images_t = torch.from_numpy(images).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.affine_grid(
+        theta_t, (images.shape[0], images.shape[3]) + upstream.shape[1:3],
+        align_corners=align_corners)
+    out = torch.nn.functional.grid_sample(
+        images_t, grid, mode=interpolation, padding_mode=padding_mode,
+        align_corners=align_corners)
+    (out.permute(0, 2, 3, 1) * torch.from_numpy(upstream)).sum().backward()
+    return theta_t.grad.numpy()
+
+
+def _record_theta_gradients(golden):
+    """θ gradients where sampling has kinks: at the identity θ (every pixel
+    coordinate a few ulps from an integer, on sizes where that side differs
+    between roundings), on a constant image (border/reflection: zero), and
+    for random rotations and scales."""
+    rng = np.random.default_rng(20260101)
+    identity = np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))
+    for height, width in ((5, 6), (11, 18), (13, 17), (28, 28)):
+        images = rng.uniform(0, 1, (2, height, width, 2)).astype(np.float32)
+        upstream = rng.normal(0, 1, (2, height, width, 2)).astype(np.float32)
+        prefix = _key("identity_theta", height, width)
+        golden[prefix + "/images"] = images
+        golden[prefix + "/upstream"] = upstream
+        for interpolation, padding_mode, align_corners in itertools.product(
+                ("bilinear", "bicubic"), PADDING_MODES, (False, True)):
+            golden[_key(prefix, interpolation, padding_mode, align_corners)] = (
+                _theta_gradient(images, identity, upstream, interpolation,
+                                padding_mode, align_corners))
+    constant = np.full((1, 5, 6, 1), 2.5, np.float32)
+    for padding_mode, align_corners in itertools.product(PADDING_MODES,
+                                                         (False, True)):
+        golden[_key("constant_identity", padding_mode, align_corners)] = (
+            _theta_gradient(constant, identity[:1], np.ones_like(constant),
+                            "bilinear", padding_mode, align_corners))
+    batch = 16
+    angle = rng.uniform(-0.5, 0.5, batch)
+    scale = rng.uniform(0.8, 1.25, batch)
+    shift = rng.uniform(-0.2, 0.2, (batch, 2))
+    theta = np.stack([
+        np.stack([scale * np.cos(angle), -scale * np.sin(angle), shift[:, 0]],
+                 -1),
+        np.stack([scale * np.sin(angle), scale * np.cos(angle), shift[:, 1]],
+                 -1)], 1).astype(np.float32)
+    images = rng.uniform(0, 1, (batch, 28, 28, 1)).astype(np.float32)
+    upstream = rng.normal(0, 1, (batch, 28, 28, 1)).astype(np.float32)
+    golden["random_theta/theta"] = theta
+    golden["random_theta/images"] = images
+    golden["random_theta/upstream"] = upstream
+    for padding_mode, align_corners in itertools.product(PADDING_MODES,
+                                                         (False, True)):
+        golden[_key("random_theta", padding_mode, align_corners)] = (
+            _theta_gradient(images, theta, upstream, "bilinear",
+                            padding_mode, align_corners))
 
 
 if __name__ == "__main__":
