@@ -66,7 +66,10 @@ def grid_sample(
     padding_mode, align_corners)` to float precision, with images in NHWC
     (channels last) where PyTorch takes NCHW, and volumes in NDHWC where it
     takes NCDHW. Gradients flow to both `images` and `grid` (the latter is
-    zero almost everywhere for `"nearest"`).
+    zero for `"nearest"`, as PyTorch's). Where sampling has a kink, the
+    derivative is PyTorch's one-sided one: at an integer pixel coordinate
+    it is taken on [x, x + 1], and `"border"`/`"reflection"` give a
+    coordinate on or beyond the border zero derivative.
 
     Convention:
         `grid[b, i, j] = (x, y)` in [-1, 1], x (width) first; -1 and 1 are the
@@ -97,7 +100,14 @@ def grid_sample(
         A tensor `[batch, out_height, out_width, channels]` (volumes:
         `[batch, out_depth, out_height, out_width, channels]`) of `images`'
         dtype. Coordinates and weights are float32 (float64 for a float64
-        grid), whatever the dtype of `images` or `grid`.
+        grid), whatever the dtype of `images` or `grid`. Zero channels, an
+        empty batch or an empty grid give an empty output of that shape.
+
+    Raises:
+        ValueError: for an image with an empty spatial axis, unsupported
+            options, or shapes that do not match (batch sizes that differ
+            only at run time raise `tf.errors.InvalidArgumentError` then).
+        TypeError: for non-floating images or grid.
 
     Example:
 

@@ -56,11 +56,16 @@ def _relative(actual, expected):
 def test_identity_theta_matches_torch(golden, execution, interpolation,
                                       padding_mode, align_corners):
     identity = np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))
-    for height, width in ((5, 6), (11, 18), (13, 17), (28, 28)):
+    # Compiled executions on the two sizes where the roundings differ (a
+    # fused unnormalisation at 11 and 18 px, reflection's half-pixel shift
+    # at 13 and 17 px); eagerly on all four, on both paths.
+    sizes = ((5, 6), (11, 18), (13, 17), (28, 28)) if execution == "eager" \
+        else ((11, 18), (13, 17))
+    for height, width in sizes:
         prefix = f"identity_theta/{height}/{width}"
         expected = golden[f"{prefix}/{interpolation}/{padding_mode}/"
                           f"{align_corners}"]
-        for planar in (False, True):
+        for planar in (False, True) if execution == "eager" else (True,):
             actual = theta_gradient(
                 golden[prefix + "/images"], identity,
                 golden[prefix + "/upstream"], interpolation, padding_mode,

@@ -4,7 +4,9 @@
 
 Covers every affine_grid case (2-D and 3-D) and every interpolation ×
 padding × align_corners case of grid_sample on images and volumes (outputs
-and gradients w.r.t. images and grid) in `torch_golden.npz`. Needs no torch.
+and gradients w.r.t. images and grid) in `torch_golden.npz`, and the θ
+gradients at the identity and for random θ (relative to the largest value).
+Needs no torch.
 """
 
 import os
@@ -58,10 +60,55 @@ def main():
             cases[label] = max(cases.get(label, 0.0),
                                float(np.abs(found["output"] - golden[
                                    prefix + "/output"]).max()))
+    theta_worst = _theta_gradients(golden)
     print(f"torch {golden['torch_version']}: max |keras_stn - torch| = "
           + ", ".join(f"{name} {value:.2e}" for name, value in worst.items())
           + "; worst output by mode: "
-          + ", ".join(f"{label} {value:.2e}" for label, value in cases.items()))
+          + ", ".join(f"{label} {value:.2e}" for label, value in cases.items())
+          + "; θ gradients, max relative: "
+          + ", ".join(f"{label} {value:.2e}"
+                      for label, value in theta_worst.items()))
+
+
+def _theta_gradient(images, theta, upstream, interpolation, padding_mode,
+                    align_corners):
+    theta = tf.constant(theta)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        grid = keras_stn.affine_grid(theta, upstream.shape[1:3],
+                                     align_corners)
+        out = keras_stn.grid_sample(images, grid, interpolation, padding_mode,
+                                    align_corners)
+        loss = tf.reduce_sum(out * upstream)
+    return tape.gradient(loss, theta).numpy()
+
+
+def _relative(actual, expected):
+    return float(np.abs(actual - expected).max()
+                 / max(1.0, np.abs(expected).max()))
+
+
+def _theta_gradients(golden):
+    worst = {"identity": 0.0, "random": 0.0}
+    identity = np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))
+    for key in golden:
+        parts = key.split("/")
+        if parts[0] == "identity_theta" and len(parts) == 6:
+            prefix = "/".join(parts[:3])
+            actual = _theta_gradient(
+                golden[prefix + "/images"], identity,
+                golden[prefix + "/upstream"], parts[3], parts[4],
+                parts[5] == "True")
+            worst["identity"] = max(worst["identity"],
+                                    _relative(actual, golden[key]))
+        elif parts[0] == "random_theta" and len(parts) == 3:
+            actual = _theta_gradient(
+                golden["random_theta/images"], golden["random_theta/theta"],
+                golden["random_theta/upstream"], "bilinear", parts[1],
+                parts[2] == "True")
+            worst["random"] = max(worst["random"],
+                                  _relative(actual, golden[key]))
+    return worst
 
 
 if __name__ == "__main__":
