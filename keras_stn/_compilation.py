@@ -1,33 +1,56 @@
-"""Which compiler a traced graph is headed for.
+"""Which compiler a traced graph is headed for, decided in one place.
 
 TensorFlow's runtime, XLA and LiteRT reward different formulations of the
 same arithmetic: the runtime pays per op and for tiny innermost axes, XLA
 fuses elementwise ops but runs small matmuls and recomputed gathers slowly,
 LiteRT runs GATHER faster than GATHER_ND where TF's runtime does the
-opposite. The ops pick between numerically equivalent formulations at trace
-time.
+opposite. The public ops (`affine_grid`, `affine_coordinates`,
+`grid_sample`, `sample_coordinates`) ask `current_target()` once per call
+and pass the answer down; every formulation they pick is numerically
+equivalent to the others (`tests/test_formulations.py` pins which one each
+target traces).
+
+Which target runs where: Keras' `fit` / `predict` use XLA only when
+`jit_compile` resolves to True, which on a CPU-only machine it does not
+(`jit_compile="auto"`): they run the runtime formulation. `export_tflite`
+traces under `use_target("tflite")`. A SavedModel served by TF Serving runs
+the runtime formulation.
+
+The two questions TensorFlow has no public API for (is this graph being
+compiled by XLA? could a gradient tape record this?) are answered by
+`xla_context()` and `recording_gradients()`, the only private imports of
+the package; `XLA_DETECTION` and `TAPE_DETECTION` tell whether they were
+found (`tests/test_formulations.py` fails if either stops working).
 """
 
 import contextlib
 import threading
 
-try:  # Not public API: without it, every graph takes the runtime formulation.
-    from tensorflow.python.eager import record as _record
+TARGETS = ("runtime", "xla", "tflite")
+
+try:  # Not public API: without it every graph takes the runtime formulation.
     from tensorflow.python.framework import ops as _ops
     from tensorflow.python.ops import control_flow_util as _control_flow_util
+
+    XLA_DETECTION = hasattr(_control_flow_util, "GraphOrParentsInXlaContext")
 except ImportError:  # pragma: no cover - depends on the TF build
-    _control_flow_util = _record = None
+    XLA_DETECTION = False
+try:  # Not public API: without it gradients use the unfused rounding.
+    from tensorflow.python.eager import record as _record
+
+    TAPE_DETECTION = hasattr(_record, "could_possibly_record")
+except ImportError:  # pragma: no cover - depends on the TF build
+    TAPE_DETECTION = False
+
+_state = threading.local()
 
 
-def in_xla_context():
+def xla_context():
     """True while tracing a function that XLA will compile (`jit_compile`)."""
-    if _control_flow_util is None:  # pragma: no cover
+    if not XLA_DETECTION:  # pragma: no cover
         return False
-    try:
-        return bool(_control_flow_util.GraphOrParentsInXlaContext(
-            _ops.get_default_graph()))
-    except Exception:  # pragma: no cover - a changed private API
-        return False
+    return bool(_control_flow_util.GraphOrParentsInXlaContext(
+        _ops.get_default_graph()))
 
 
 def recording_gradients():
@@ -36,28 +59,36 @@ def recording_gradients():
     Computations whose derivative needs more than their value (the exact
     side of a kink) use it to pay for that only when training.
     """
-    if _record is None:  # pragma: no cover
+    if not TAPE_DETECTION:  # pragma: no cover
         return False
-    try:
-        return bool(_record.could_possibly_record())
-    except Exception:  # pragma: no cover - a changed private API
-        return False
+    return bool(_record.could_possibly_record())
 
 
-_state = threading.local()
+def current_target():
+    """`"runtime"`, `"xla"` or `"tflite"`: where the graph being traced
+    will run. An override set with `use_target` wins; otherwise XLA when
+    tracing for `jit_compile`, else TF's runtime."""
+    override = getattr(_state, "target", None)
+    if override is not None:
+        return override
+    return "xla" if xla_context() else "runtime"
 
 
 @contextlib.contextmanager
-def tflite_export():
-    """Graphs traced inside are headed for the TFLite converter."""
-    previous = getattr(_state, "tflite", False)
-    _state.tflite = True
+def use_target(target):
+    """Traces inside take `target`'s formulations (`export_tflite` uses
+    `"tflite"`; tests and benchmarks use all three).
+
+    Args:
+        target: one of `TARGETS`.
+    """
+    if target not in TARGETS:
+        raise ValueError(
+            f"Invalid value for argument `target`. Expected one of {TARGETS}. "
+            f"Received: target={target!r}")
+    previous = getattr(_state, "target", None)
+    _state.target = target
     try:
         yield
     finally:
-        _state.tflite = previous
-
-
-def exporting_tflite():
-    """True while `export_tflite` traces a model for conversion."""
-    return getattr(_state, "tflite", False)
+        _state.target = previous

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_stn._compilation import tflite_export
+from keras_stn._compilation import use_target
 
 _SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
 # Besides custom ops (Select TF ops among them, listed as "CUSTOM:<code>",
@@ -341,7 +341,7 @@ def export_tflite(model, path, quantization=None, representative_dataset=None):
                 )
         elif isinstance(model, keras.Model):
             saved_model_dir = os.path.join(scratch, "saved_model")
-            with tflite_export():
+            with use_target("tflite"):
                 model.export(saved_model_dir, format="tf_saved_model",
                              verbose=False)
         else:

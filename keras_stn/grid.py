@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 import tensorflow as tf
 
-from keras_stn._compilation import in_xla_context
+from keras_stn._compilation import current_target
 
 
 def check_size(size, ranks=(2,), argument="size"):
@@ -153,12 +153,15 @@ def coordinate_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-def times_meshgrid(weights, size, align_corners):
+def times_meshgrid(weights, size, align_corners, target=None):
     """`[..., N]`: rows `weights [..., k + 1]` times each meshgrid point.
 
     The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest); the
-    last axis of `weights` must be static.
+    last axis of `weights` must be static. `target` (`_compilation`,
+    default: the current one) picks broadcast multiply-adds for XLA, one
+    matmul otherwise.
     """
+    target = target or current_target()
     dtype = np.float64 if weights.dtype == tf.float64 else np.float32
     base = _homogeneous_meshgrid(size, align_corners, dtype)  # [N, k + 1]
     if weights.shape[-1] != base.shape[1]:
@@ -167,7 +170,7 @@ def times_meshgrid(weights, size, align_corners):
             f"entries for a {len(size)}-D size {size}. Received: "
             f"shape={weights.shape}"
         )
-    if in_xla_context():
+    if target == "xla":
         return _times_meshgrid_xla(weights, base)
     # One plain matmul [rows, k + 1] @ [k + 1, N] (a FULLY_CONNECTED in
     # TFLite). The batch comes from θ at run time: no batch-sized constant.
@@ -241,8 +244,9 @@ def affine_grid(theta, size, align_corners=False, name=None):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
         # [batch, k, N] products of θ's rows with the meshgrid, points last.
-        grid = tf.transpose(times_meshgrid(theta, size, align_corners),
-                            [0, 2, 1])
+        grid = tf.transpose(
+            times_meshgrid(theta, size, align_corners, current_target()),
+            [0, 2, 1])
         return tf.reshape(grid, [-1, *size, len(size)])
 
 
@@ -276,11 +280,12 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
     with tf.name_scope(name or "affine_grid"):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
+        target = current_target()
         # One product per row of θ: slicing rows out of a joint product
         # costs more than the product itself in TFLite.
         return [
-            tf.reshape(times_meshgrid(theta[:, row], size, align_corners),
-                       [-1, *size])
+            tf.reshape(times_meshgrid(theta[:, row], size, align_corners,
+                                      target), [-1, *size])
             for row in range(len(size))
         ]
 

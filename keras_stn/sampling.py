@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_stn import _bilinear
 from keras_stn import _coordinates
-from keras_stn._compilation import exporting_tflite
+from keras_stn._compilation import current_target
 from keras_stn._compilation import recording_gradients
 from keras_stn.grid import coordinate_dtype
 
@@ -195,8 +195,8 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
     # multiply-add, which decides the derivative's side at integers; only
     # worth its cost (float64 arithmetic, which TFLite lacks) when a
     # gradient may be taken.
-    fused = (spatial == 2 and recording_gradients()
-             and not exporting_tflite())
+    target = current_target()
+    fused = spatial == 2 and recording_gradients() and target != "tflite"
     if (interpolation == "bilinear" and spatial == 2
             and None not in images.shape[1:]):
         height, width = images.shape[1], images.shape[2]
@@ -204,8 +204,9 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
                                     fused)
                 for coord, size in zip(coords, (width, height))]
         padded = _bilinear.pad_images(tf.cast(images, value_dtype))
-        return tf.cast(_bilinear.bilinear(padded, x, y, height, width),
-                       images.dtype)
+        return tf.cast(
+            _bilinear.bilinear(padded, x, y, height, width, target),
+            images.dtype)
     gather = _Gather(images, value_dtype)
     kernel = {"bilinear": _linear, "nearest": _nearest,
               "bicubic": _bicubic}[interpolation]
