@@ -98,7 +98,7 @@ def bilinear(padded, x, y, height, width, target):
         weights = _weights(ax, ay)
         output = None
         for weight, value in zip(weights, values):
-            term = _times(weight, value)
+            term = weighted(weight, value)
             output = term if output is None else output + term
 
         def gradient(upstream):
@@ -107,7 +107,7 @@ def bilinear(padded, x, y, height, width, target):
                                          height, width)
             else:
                 d_flat = _corner_scatter(
-                    [_times(weight, upstream) for weight in weights],
+                    [weighted(weight, upstream) for weight in weights],
                     _corner_indices(index, padded_width),
                     batch * padded_pixels, channels, xla)
                 d_padded = tf.reshape(d_flat, tf.shape(padded))
@@ -166,7 +166,7 @@ def _materialised(values):
     return bits if integer is None else tf.bitcast(bits, values.dtype)
 
 
-def _times(weight, values):
+def weighted(weight, values):
     """`weight [..]` times `values [.., channels]`, in `values`' dtype."""
     return tf.expand_dims(tf.cast(weight, values.dtype), -1) * values
 

@@ -56,20 +56,15 @@ def _export(args):
         representative_dataset=representative_dataset
         if quantization == "int8" else None)
     ops = export.tflite_ops(path)
-    batch = samples[:32]
-    expected = np.asarray(model(batch))
-    actual = export.run_tflite(path, batch)
-    if isinstance(actual, list):
-        actual = actual[0]
-    deviation = float(np.abs(actual - expected).max())
+    parity = export.tflite_parity(model, path, samples[:32])
     print(f"TFLite: {path} ({os.path.getsize(path):,} bytes, "
           f"quantization={args.quantization})")
     print(f"ops ({len(ops)}): {', '.join(ops)}")
-    print(f"parity: max |TFLite - Keras| = {deviation:.3g} over "
-          f"{len(batch)} inputs")
-    if expected.ndim == 2 and expected.shape[-1] > 1:
-        agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
-        print(f"parity: top-1 agreement {agreement:.2%}")
+    first = parity["outputs"][0]
+    print(f"parity: max |TFLite - Keras| = {first['max_abs']:.3g} over "
+          f"{parity['examples']} inputs")
+    if "top1_agreement" in first:
+        print(f"parity: top-1 agreement {first['top1_agreement']:.2%}")
     return 0
 
 

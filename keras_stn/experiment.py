@@ -130,14 +130,13 @@ def _export(output_dir, st_cnn, test):
     # Keep the loaded object alive while its function runs.
     loaded = tf.saved_model.load(saved_model_dir)
     served = loaded.serve(images).numpy()
-    litert = export.run_tflite(tflite_path, images.numpy())
+    litert = export.tflite_parity(st_cnn, tflite_path, images.numpy())
     parity = {
         "keras_reload_max_abs": float(np.abs(reloaded - expected).max()),
         "saved_model_max_abs": float(np.abs(served - expected).max()),
-        "tflite_max_abs": float(np.abs(litert - expected).max()),
-        "tflite_top1_agreement": float(np.mean(
-            litert.argmax(-1) == expected.argmax(-1))),
-        "examples": int(len(images)),
+        "tflite_max_abs": litert["outputs"][0]["max_abs"],
+        "tflite_top1_agreement": litert["outputs"][0]["top1_agreement"],
+        "examples": litert["examples"],
     }
     worst = max(parity["keras_reload_max_abs"], parity["saved_model_max_abs"],
                 parity["tflite_max_abs"])

@@ -19,6 +19,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stn import grid
+from keras_stn import sampling
+from keras_stn import spatial_transformer
 from keras_stn._compilation import use_target
 
 _SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
@@ -28,10 +31,17 @@ _SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
 _CONTROL_FLOW_OPS = ("WHILE", "IF")
 # Name scopes of the coordinate path: those of SpatialTransformer.call and
 # of the public ops, for models that call `affine_grid`/`grid_sample` directly.
-_GRID_PATTERN = re.compile(r"(^|/)(grid_generator|affine_grid)/")
-_COORDINATE_PATTERN = re.compile(
-    r"(^|/)(grid_generator|sampler|affine_grid|grid_sample)/"
-)
+_GRID_SCOPES = (spatial_transformer.GRID_SCOPE, grid.SCOPE)
+_COORDINATE_SCOPES = _GRID_SCOPES + (spatial_transformer.SAMPLER_SCOPE,
+                                     sampling.SCOPE)
+
+
+def _scope_pattern(scopes):
+    return re.compile("(^|/)(" + "|".join(map(re.escape, scopes)) + ")/")
+
+
+_GRID_PATTERN = _scope_pattern(_GRID_SCOPES)
+_COORDINATE_PATTERN = _scope_pattern(_COORDINATE_SCOPES)
 
 
 def _builtin_names():
@@ -470,3 +480,40 @@ def run_tflite(path, inputs, num_threads=None):
         for name in sorted(results, key=_natural_key)
     ]
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def tflite_parity(model, path, inputs):
+    """How closely a `.tflite` file reproduces a Keras model on `inputs`.
+
+    Args:
+        model: the `keras.Model` the file was converted from.
+        path: path of the `.tflite` file.
+        inputs: an array (or what `run_tflite` takes) of model inputs.
+
+    Returns:
+        A dict: `"examples"`, and per model output (in order) under
+        `"outputs"` a dict of `"max_abs"` and `"mean_abs"` differences, plus
+        `"top1_agreement"` for `[batch, classes]` outputs.
+
+    Example:
+
+    ```python
+    parity = keras_stn.export.tflite_parity(model, "stn.tflite", images)
+    assert parity["outputs"][0]["max_abs"] < 1e-4
+    ```
+    """
+    expected = model(inputs)
+    expected = [np.asarray(e) for e in (
+        expected if isinstance(expected, (list, tuple)) else [expected])]
+    actual = run_tflite(path, inputs)
+    actual = actual if isinstance(actual, list) else [actual]
+    outputs = []
+    for want, got in zip(expected, actual):
+        difference = np.abs(np.asarray(got, np.float64) - want)
+        entry = {"max_abs": float(difference.max()),
+                 "mean_abs": float(difference.mean())}
+        if want.ndim == 2 and want.shape[-1] > 1:
+            entry["top1_agreement"] = float(np.mean(
+                np.argmax(got, -1) == np.argmax(want, -1)))
+        outputs.append(entry)
+    return {"examples": int(len(expected[0])), "outputs": outputs}

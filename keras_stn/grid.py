@@ -19,6 +19,10 @@ import tensorflow as tf
 from keras_stn._compilation import current_target
 
 
+# Default name scope of the grid ops (export keeps it in float).
+SCOPE = "affine_grid"
+
+
 def check_size(size, ranks=(2,), argument="size"):
     """Returns `size` as a tuple of positive Python ints, or raises.
 
@@ -240,7 +244,7 @@ def affine_grid(theta, size, align_corners=False, name=None):
     >>> keras_stn.affine_grid(tf.eye(3, 4)[None], (2, 4, 5)).shape
     TensorShape([1, 2, 4, 5, 3])
     """
-    with tf.name_scope(name or "affine_grid"):
+    with tf.name_scope(name or SCOPE):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
         # [batch, k, N] products of θ's rows with the meshgrid, points last.
@@ -277,7 +281,7 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
     >>> y.numpy().tolist()
     [[[-0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, 0.5]]]
     """
-    with tf.name_scope(name or "affine_grid"):
+    with tf.name_scope(name or SCOPE):
         size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
         target = current_target()

@@ -13,10 +13,13 @@ import tensorflow as tf
 
 from keras_stn import _bilinear
 from keras_stn import _coordinates
+from keras_stn._bilinear import weighted
 from keras_stn._compilation import current_target
 from keras_stn._compilation import recording_gradients
 from keras_stn.grid import coordinate_dtype
 
+# Default name scope of the sampler ops (export keeps it in float).
+SCOPE = "grid_sample"
 _SUPPORTED_INTERPOLATION = ("bilinear", "nearest", "bicubic")
 # PyTorch's (and OpenCV's) cubic convolution coefficient.
 _CUBIC_A = -0.75
@@ -120,7 +123,7 @@ def grid_sample(
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_align_corners(align_corners)
-    with tf.name_scope(name or "grid_sample"):
+    with tf.name_scope(name or SCOPE):
         images = tf.convert_to_tensor(images)
         grid = tf.convert_to_tensor(grid)
         _check_inputs(images, grid)
@@ -163,7 +166,7 @@ def sample_coordinates(images, coords, interpolation="bilinear",
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_align_corners(align_corners)
-    with tf.name_scope(name or "grid_sample"):
+    with tf.name_scope(name or SCOPE):
         images = tf.convert_to_tensor(images)
         coords = [tf.convert_to_tensor(coord) for coord in coords]
         grid_shape = coords[0].shape.concatenate([len(coords)])
@@ -278,11 +281,6 @@ class _Gather:
         return tf.cast(tf.gather(self.flat, index), self.value_dtype)
 
 
-def _times(weight, values):
-    """`weight [..]` times `values [.., channels]`, in `values`' dtype."""
-    return tf.expand_dims(tf.cast(weight, values.dtype), -1) * values
-
-
 def _cubic_weights(t):
     """The 4 cubic-convolution weights of taps -1, 0, 1, 2 at offset t."""
     a = _CUBIC_A
@@ -352,7 +350,7 @@ def _linear(gather, coords, padding_mode, align_corners, fused):
         weight = weights[0][choice[0]]
         for axis in range(1, len(coords)):
             weight = weight * weights[axis][choice[axis]]
-        term = _times(weight, gather(
+        term = weighted(weight, gather(
             [corners[axis][choice[axis]] for axis in range(len(coords))]))
         output = term if output is None else output + term
     return output
@@ -373,7 +371,7 @@ def _nearest(gather, coords, padding_mode, align_corners, fused):
         mask = _in_range(rounded[0], sizes[0])
         for index, size in zip(rounded[1:], sizes[1:]):
             mask = mask * _in_range(index, size)
-        values = _times(mask, values)
+        values = weighted(mask, values)
     return _zero_coordinate_gradient(values, coords)
 
 
@@ -417,7 +415,7 @@ def _bicubic(gather, coords, padding_mode, align_corners, fused):
     output = None
     for row in range(4):
         for col in range(4):
-            term = _times(tap_weights[1][row] * tap_weights[0][col],
+            term = weighted(tap_weights[1][row] * tap_weights[0][col],
                           gather([taps[0][col], taps[1][row]]))
             output = term if output is None else output + term
     return output

@@ -66,7 +66,8 @@ class SpatialTransformer(keras.layers.Layer):
             layer's weights; it is available as `.localization_net`.
         output_size: `(height, width)` of the output, or `None` (default) to
             keep the input's spatial size.
-        transform: the parameterisation of θ: `"affine"` (6 parameters,
+        transform: the parameterisation of θ, by name or as a
+            `keras_stn.transforms` instance: `"affine"` (6 parameters,
             row-major 2×3 matrix), `"attention"` (3: `s, tx, ty`, θ =
             `[[s, 0, tx], [0, s, ty]]`), `"translation"` (2: `tx, ty`),
             `"projective"` (8: a 3×3 homography with h33 = 1, row-major)
@@ -158,12 +159,11 @@ class SpatialTransformer(keras.layers.Layer):
                 f"localization_net={localization_net!r} of type "
                 f"{type(localization_net).__name__}"
             )
-        if not isinstance(transform, str):
-            raise TypeError(
-                "Invalid value for argument `transform`. Expected a name, one "
-                f"of {transforms_lib.SUPPORTED_TRANSFORMS}. Received: "
-                f"transform={transform!r}")
         self._transform = transforms_lib.get(transform, control_points)
+        if isinstance(transform, transforms_lib.Transform):
+            # Serialised by name (and control points): what `get` takes.
+            transform = self._transform.name
+            control_points = getattr(self._transform, "control_points", None)
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
         check_align_corners(align_corners)
@@ -200,19 +200,12 @@ class SpatialTransformer(keras.layers.Layer):
         return tuple(range(2, rank))
 
     def _transform_for(self, rank):
-        """The 2-D transform, or its 3-D counterpart for rank-5 inputs."""
-        if rank == 4:
-            if self._transform.name == "affine_3d":
-                raise ValueError(
-                    f"Layer '{self.name}': transform='affine_3d' warps volumes "
-                    "(rank-5 inputs); use transform='affine' for images.")
-            return self._transform
-        if self._transform.name not in ("affine", "affine_3d"):
-            raise ValueError(
-                f"Layer '{self.name}': volumes (rank-5 inputs) support "
-                "transform='affine' (12 parameters, a 3×4 θ). Received: "
-                f"transform={self.transform!r}")
-        return transforms_lib.get("affine_3d")
+        """The transform for rank-`rank` inputs (its 3-D counterpart for
+        volumes), or a `ValueError` naming the layer."""
+        try:
+            return self._transform.for_spatial_rank(rank - 2)
+        except ValueError as error:
+            raise ValueError(f"Layer '{self.name}': {error}") from None
 
     def _check_input_shape(self, input_shape):
         input_shape = tuple(input_shape)

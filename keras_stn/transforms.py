@@ -33,11 +33,25 @@ class Transform:
 
     name = None
     num_params = None
+    # 2 for images, 3 for volumes.
+    spatial_rank = 2
 
     @property
     def identity(self):
         """NumPy float32 array `[num_params]` of the identity parameters."""
         raise NotImplementedError
+
+    def for_spatial_rank(self, rank):
+        """The transform to warp inputs with `rank` spatial axes, or a
+        `ValueError` naming what is supported."""
+        if rank == self.spatial_rank:
+            return self
+        raise ValueError(
+            f"transform='{self.name}' warps "
+            f"{'images (rank-4 inputs)' if self.spatial_rank == 2 else 'volumes (rank-5 inputs)'}"
+            f"; volumes (rank-5 inputs) take transform='affine' (12 "
+            f"parameters, a 3×4 θ). Received: an input with {rank} spatial "
+            "axes")
 
     def params_shape_error(self, shape):
         """A message if a localisation output of `shape` is unusable, else None.
@@ -138,6 +152,10 @@ class Affine(Transform):
     num_params = 6
     matrix_shape = (2, 3)
 
+    def for_spatial_rank(self, rank):
+        # "affine" names both: its 3-D counterpart warps volumes.
+        return Affine3D() if rank == 3 else super().for_spatial_rank(rank)
+
     @property
     def identity(self):
         return np.eye(*self.matrix_shape, dtype=np.float32).ravel()
@@ -172,6 +190,14 @@ class Affine3D(Affine):
     name = "affine_3d"
     num_params = 12
     matrix_shape = (3, 4)
+    spatial_rank = 3
+
+    def for_spatial_rank(self, rank):
+        if rank == 2:
+            raise ValueError(
+                "transform='affine_3d' warps volumes (rank-5 inputs); use "
+                "transform='affine' for images.")
+        return super().for_spatial_rank(rank)
 
 
 class Attention(_LinearAffine):
@@ -350,7 +376,9 @@ def get(name, control_points=None):
     Args:
         name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
             `"translation"`, `"projective"`, `"tps"` (thin-plate spline),
-            `"affine_3d"` (volumes).
+            `"affine_3d"` (volumes); or an instance of one of these
+            transforms' classes, returned as is. `SpatialTransformer` takes
+            the same.
         control_points: for `"tps"` only, the n of its n×n control points
             (default 4: the paper's 16 points).
 
@@ -365,6 +393,18 @@ def get(name, control_points=None):
     18
     """
     if isinstance(name, Transform):
+        if type(name) is not _TRANSFORMS.get(name.name):
+            raise TypeError(
+                "Invalid value for argument `transform`. Expected one of "
+                f"{SUPPORTED_TRANSFORMS} or an instance of their classes "
+                "(a transform must be serialisable by name). Received: "
+                f"{type(name).__name__} instance {name!r}")
+        if control_points is not None and control_points != getattr(
+                name, "control_points", None):
+            raise ValueError(
+                "Argument `control_points` contradicts the transform "
+                f"instance given. Received: transform={name!r}, "
+                f"control_points={control_points!r}")
         return name
     if not isinstance(name, str) or name not in _TRANSFORMS:
         raise ValueError(

@@ -702,3 +702,46 @@ class TestVolumeLayer:
         with pytest.raises(ValueError, match="output_size"):
             keras_stn.SpatialTransformer(
                 volume_loc_net(), output_size=(4, 4)).build((None, 5, 5, 5, 1))
+
+
+class TestTransformInstances:
+    """The layer takes what `transforms.get` takes, and both refuse the
+    same things."""
+
+    @pytest.mark.parametrize("transform,params", [
+        (keras_stn.transforms.Attention(), 3),
+        (keras_stn.transforms.ThinPlateSpline(3), 18),
+    ])
+    def test_instance_accepted_and_serialised_by_name(self, transform,
+                                                      params):
+        loc_net = keras.Sequential([
+            keras.layers.Flatten(),
+            keras_stn.localization_head(
+                transform.name,
+                **({"control_points": transform.control_points}
+                   if transform.name == "tps" else {}))])
+        layer = keras_stn.SpatialTransformer(loc_net, transform=transform)
+        out = layer(np.ones((2, 6, 6, 1), np.float32))
+        np.testing.assert_allclose(out.numpy(), np.ones((2, 6, 6, 1)),
+                                   atol=EXACT_ATOL)
+        config = layer.get_config()
+        assert config["transform"] == transform.name
+        clone = keras_stn.SpatialTransformer.from_config(config)
+        assert clone._transform.num_params == params
+
+    def test_custom_subclass_refused_by_both(self):
+        class Custom(keras_stn.transforms.Affine):
+            pass
+
+        with pytest.raises(TypeError, match="serialisable by name"):
+            keras_stn.transforms.get(Custom())
+        with pytest.raises(TypeError, match="serialisable by name"):
+            keras_stn.SpatialTransformer(keras.layers.Dense(6),
+                                         transform=Custom())
+
+    def test_contradicting_control_points(self):
+        with pytest.raises(ValueError, match="control_points"):
+            keras_stn.SpatialTransformer(
+                keras.layers.Dense(18),
+                transform=keras_stn.transforms.ThinPlateSpline(3),
+                control_points=4)
