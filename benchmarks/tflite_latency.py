@@ -32,7 +32,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "mnist_st_cnn.keras"
 def calibration_images(count):
     mnist_dir = os.environ.get("KERAS_STN_MNIST_DIR")
     if mnist_dir:
-        dataset = keras_stn.datasets.load_mnist("test", mnist_dir=mnist_dir)
+        dataset = keras_stn.paper.datasets.load_mnist("test", mnist_dir=mnist_dir)
         images, _ = next(iter(dataset.batch(count)))
         return images.numpy(), "MNIST test digits"
     rng = np.random.default_rng(0)

@@ -38,7 +38,7 @@ def rotated_test_digits(count):
 
 
 def two_output_model():
-    return keras_stn.models.with_transformer_output(
+    return keras_stn.paper.models.with_transformer_output(
         keras.saving.load_model(FIXTURE))
 
 

@@ -13,13 +13,13 @@ and writes to `saved_models/<distortion>/`: `model.keras`, a SavedModel,
     python examples/distorted_mnist.py --smoke      # seconds, for tests
 
 This script is the same code as `keras-stn train`; each step (Data, Models,
-Train, Evaluate, Export) is a function of `keras_stn.experiment`, built from
-the public `keras_stn.datasets`, `keras_stn.models` and `keras_stn.export`.
+Train, Evaluate, Export) is a function of `keras_stn.paper.experiment`, built from
+the public `keras_stn.paper.datasets`, `keras_stn.paper.models` and `keras_stn.export`.
 """
 
 import argparse
 
-from keras_stn import experiment
+from keras_stn.paper import experiment
 
 
 def main(argv=None):

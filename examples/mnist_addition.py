@@ -51,10 +51,10 @@ def parse_args(argv=None):
 
 def pairs(split, seed, repeat, mnist_dir):
     """Two RTS digits per example, stacked as channels; label = their sum."""
-    first = keras_stn.datasets.distorted_mnist(
+    first = keras_stn.paper.datasets.distorted_mnist(
         split, "RTS", seed=seed, repeat=repeat, mnist_dir=mnist_dir)
     # A second stream with another seed: other digits, other distortions.
-    second = keras_stn.datasets.distorted_mnist(
+    second = keras_stn.paper.datasets.distorted_mnist(
         split, "RTS", seed=seed + 1000, repeat=True, mnist_dir=mnist_dir)
     if not repeat:
         second = second.skip(5000)  # not the same test digits as `first`
@@ -70,7 +70,7 @@ def build_model():
     inputs = keras.Input((42, 42, 2))
     views = [
         keras_stn.SpatialTransformer(
-            keras_stn.models.paper_localization_net(
+            keras_stn.paper.models.paper_localization_net(
                 "affine", name=f"localization_net_{index}"),
             output_size=(28, 28), name=f"spatial_transformer_{index}",
         )(inputs)

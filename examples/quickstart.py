@@ -68,7 +68,7 @@ def rotate(images, seed):
 
 
 def make_dataset(split, mnist_dir, seed, repeat):
-    dataset = keras_stn.datasets.load_mnist(split, mnist_dir=mnist_dir)
+    dataset = keras_stn.paper.datasets.load_mnist(split, mnist_dir=mnist_dir)
     if repeat:
         dataset = dataset.shuffle(10000, seed=seed).repeat()
     dataset = dataset.batch(BATCH_SIZE)

@@ -15,10 +15,9 @@ if _keras.backend.backend() != "tensorflow":
         f"Received: backend={_keras.backend.backend()!r}"
     )
 
-from keras_stn import datasets
 from keras_stn import export
 from keras_stn import grid
-from keras_stn import models
+from keras_stn import initializers
 from keras_stn import sampling
 from keras_stn import transforms
 from keras_stn.export import export_tflite
@@ -35,20 +34,33 @@ from keras_stn.spatial_transformer import SpatialTransformer
 __version__ = "0.1.0"
 
 __all__ = [
-    "IdentityInitializer",
+    # The layer and its ops.
     "SpatialTransformer",
     "affine_coordinates",
     "affine_grid",
-    "datasets",
-    "export",
-    "export_tflite",
-    "grid",
     "grid_sample",
     "sample_coordinates",
     "localization_head",
-    "models",
+    "IdentityInitializer",
+    "export_tflite",
     "run_tflite",
-    "sampling",
     "tflite_ops",
+    # Their modules.
+    "export",
+    "grid",
+    "initializers",
+    "sampling",
     "transforms",
+    # The paper's reproduction (imported on first use).
+    "paper",
 ]
+
+
+def __getattr__(name):
+    # The paper's datasets, models and main job are not the library: they
+    # load when first used (`keras_stn.paper.datasets…`).
+    if name == "paper":
+        import importlib
+
+        return importlib.import_module("keras_stn.paper")
+    raise AttributeError(f"module 'keras_stn' has no attribute {name!r}")

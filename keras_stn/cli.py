@@ -69,21 +69,21 @@ def _export(args):
 
 
 def _train(args):
-    from keras_stn import experiment
+    from keras_stn.paper import experiment
 
     experiment.run_from_args(args)
     return 0
 
 
 def _results(args):
-    from keras_stn import experiment
+    from keras_stn.paper import experiment
 
     print(experiment.results_table(args.output_dir))
     return 0
 
 
 def build_parser():
-    from keras_stn import experiment
+    from keras_stn.paper import experiment
 
     parser = argparse.ArgumentParser(
         prog="keras-stn",

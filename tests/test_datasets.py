@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
-from keras_stn import datasets
+from keras_stn.paper import datasets
 from tests import reference
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
@@ -266,7 +266,7 @@ def test_cli_train_smoke_cluttered(tmp_path):
 
 
 def test_results_table_reads_the_committed_reports():
-    from keras_stn import experiment
+    from keras_stn.paper import experiment
 
     table = experiment.results_table(str(REPO_ROOT / "saved_models"))
     report = json.loads((REPO_ROOT / "saved_models" / "rts" / "report.json")

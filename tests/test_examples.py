@@ -29,7 +29,7 @@ def _env():
 class TestMnistLoader:
     @needs_mnist
     def test_test_split_is_real_mnist(self):
-        dataset = keras_stn.datasets.load_mnist("test", mnist_dir=MNIST_DIR)
+        dataset = keras_stn.paper.datasets.load_mnist("test", mnist_dir=MNIST_DIR)
         images, labels = next(iter(dataset.batch(10000)))
         images, labels = images.numpy(), labels.numpy()
         assert images.shape == (10000, 28, 28, 1)
@@ -43,11 +43,11 @@ class TestMnistLoader:
 
     def test_bad_split(self):
         with pytest.raises(ValueError, match="split.*validation"):
-            keras_stn.datasets.load_mnist("validation")
+            keras_stn.paper.datasets.load_mnist("validation")
 
     def test_folder_without_idx_files(self, tmp_path):
         with pytest.raises(ValueError, match="mnist_dir.*lacks"):
-            keras_stn.datasets.load_mnist("test", mnist_dir=str(tmp_path))
+            keras_stn.paper.datasets.load_mnist("test", mnist_dir=str(tmp_path))
 
 
 @needs_mnist

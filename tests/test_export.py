@@ -192,7 +192,7 @@ def _rotated_test_digits(count):
 @pytest.fixture(scope="module")
 def trained_two_output_model():
     """The fixture ST-CNN, rebuilt to output (logits, transformed image)."""
-    return keras_stn.models.with_transformer_output(
+    return keras_stn.paper.models.with_transformer_output(
         keras.saving.load_model(FIXTURE))
 
 

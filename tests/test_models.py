@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_stn
-from keras_stn import models
+from keras_stn.paper import models
 
 
 @pytest.mark.parametrize("size,output_size", [(28, None), (42, (28, 28)),

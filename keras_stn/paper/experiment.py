@@ -24,9 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_stn import datasets
+from keras_stn.paper import datasets
 from keras_stn import export
-from keras_stn import models
+from keras_stn.paper import models
 
 # Jaderberg et al. 2015, Table 1: % test error of the CNN baseline and of the
 # ST-CNN (affine; TC: the paper's best ST-CNN).

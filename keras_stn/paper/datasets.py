@@ -69,7 +69,7 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
     Example:
 
     ```python
-    train = keras_stn.datasets.load_mnist("train", mnist_dir="data/mnist")
+    train = keras_stn.paper.datasets.load_mnist("train", mnist_dir="data/mnist")
     ```
     """
     if split not in _SPLITS:

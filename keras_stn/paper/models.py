@@ -40,7 +40,7 @@ def paper_cnn(input_shape, filters=(32, 64), num_classes=10, name="cnn"):
 
     Example:
 
-    >>> keras_stn.models.paper_cnn((28, 28, 1)).output_shape
+    >>> keras_stn.paper.models.paper_cnn((28, 28, 1)).output_shape
     (None, 10)
     """
     return keras.Sequential(
@@ -85,7 +85,7 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
 
     Example:
 
-    >>> model = keras_stn.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
+    >>> model = keras_stn.paper.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
     >>> model.layers[0].compute_output_shape((None, 42, 42, 1))
     (None, 28, 28, 1)
     """
@@ -117,8 +117,8 @@ def with_transformer_output(model):
 
     Example:
 
-    >>> model = keras_stn.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
-    >>> logits, warped = keras_stn.models.with_transformer_output(model)(
+    >>> model = keras_stn.paper.models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
+    >>> logits, warped = keras_stn.paper.models.with_transformer_output(model)(
     ...     np.zeros((2, 42, 42, 1), "float32"))
     >>> tuple(warped.shape)
     (2, 28, 28, 1)
