@@ -365,6 +365,12 @@ def selected_workloads(args):
 
 
 def run_worker(name, args, memory=False):
+    if args.in_process:
+        # Smoke runs: one process for every implementation (no isolation of
+        # allocators or compilers between them: not for timings).
+        return json.loads(json.dumps(worker(
+            name, selected_workloads(args), args.warmup, args.repeats, memory,
+            ("fwd",) if args.scaling else MODES)))
     command = [sys.executable, __file__, "--worker", name, "--warmup",
                str(args.warmup), "--repeats", str(args.repeats)]
     if args.tiny:
@@ -406,6 +412,9 @@ def main(argv=None):
                         default="default",
                         help="glibc malloc settings of the timing workers")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every implementation in this process "
+                        "(smoke tests; timings are not isolated)")
     args = parser.parse_args(argv)
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:

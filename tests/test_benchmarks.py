@@ -2,8 +2,6 @@
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -13,22 +11,43 @@ from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
 
 
-def _speed_benchmark():
-    """`benchmarks/grid_sample_speed.py` as a module (it is a script)."""
+def _script(name):
+    """`benchmarks/<name>.py` as a module (it is a script; its folder is on
+    `sys.path` for its sibling imports, as when run)."""
+    folder = str(REPO_ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(
-        "grid_sample_speed", REPO_ROOT / "benchmarks" / "grid_sample_speed.py")
+        name, REPO_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_tflite_latency_smoke():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/tflite_latency.py", "--repeats", "2",
-         "--warmup", "1", "--batches", "1", "3"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_STN_MNIST_DIR=""))
-    assert result.returncode == 0, result.stderr[-3000:]
+def _speed_benchmark():
+    return _script("grid_sample_speed")
+
+
+class _Result:
+    """What a script run in this process printed (smokes share the test
+    process's TensorFlow instead of importing it again per script)."""
+
+    def __init__(self, stdout):
+        self.stdout = stdout
+
+
+def _run_in_process(name, argv, capsys, monkeypatch, **environment):
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    _script(name).main(argv)
+    return _Result(capsys.readouterr().out)
+
+
+def test_tflite_latency_smoke(capsys, monkeypatch):
+    result = _run_in_process(
+        "tflite_latency", ["--repeats", "2", "--warmup", "1", "--batches", "1",
+                           "3"], capsys, monkeypatch, KERAS_STN_MNIST_DIR="")
     rows = [line for line in result.stdout.splitlines()
             if line.startswith("| ST-CNN") or line.startswith("| CNN")]
     # 2 models × 2 weight types × 2 batch sizes.
@@ -38,15 +57,11 @@ def test_tflite_latency_smoke():
         assert ms_per_batch > 0
 
 
-def test_tflite_parity_smoke():
+def test_tflite_parity_smoke(capsys, monkeypatch):
     if mnist_dir() is None:
         pytest.skip("MNIST IDX folder absent; tests never download")
-    result = subprocess.run(
-        [sys.executable, "benchmarks/tflite_parity.py", "--count", "64"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-                 KERAS_STN_MNIST_DIR=mnist_dir()))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run_in_process("tflite_parity", ["--count", "64"], capsys,
+                             monkeypatch, KERAS_STN_MNIST_DIR=mnist_dir())
     rows = [line for line in result.stdout.splitlines()
             if line.startswith("| float") or line.startswith("| int8")
             or line.startswith("| dynamic")]
@@ -55,16 +70,14 @@ def test_tflite_parity_smoke():
     assert float32_agreement == 100.0
 
 
-def test_grid_sample_speed_smoke(tmp_path):
+def test_grid_sample_speed_smoke(tmp_path, capsys, monkeypatch):
     # keras_stn and the naive baseline, with and without XLA, and TFLite;
     # torch joins when installed (never in the test environment's needs).
-    result = subprocess.run(
-        [sys.executable, "benchmarks/grid_sample_speed.py", "--tiny",
-         "--repeats", "2", "--warmup", "1", "--allocator", "reuse",
-         "--json", str(tmp_path / "speed.json")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run_in_process(
+        "grid_sample_speed",
+        ["--tiny", "--repeats", "2", "--warmup", "1", "--allocator", "reuse",
+         "--in-process", "--json", str(tmp_path / "speed.json")],
+        capsys, monkeypatch)
     raw = json.loads((tmp_path / "speed.json").read_text())
     for name in ("keras_stn", "keras_stn_xla", "keras_stn_fused",
                  "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "tflite"):
@@ -81,14 +94,12 @@ def test_grid_sample_speed_smoke(tmp_path):
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
 
 
-def test_grid_sample_speed_scaling_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/grid_sample_speed.py", "--scaling",
-         "--tiny", "--repeats", "2", "--warmup", "1", "--implementations",
-         "keras_stn_fused", "tflite", "--json", str(tmp_path / "cost.json")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_grid_sample_speed_scaling_smoke(tmp_path, capsys, monkeypatch):
+    result = _run_in_process(
+        "grid_sample_speed",
+        ["--scaling", "--tiny", "--repeats", "2", "--warmup", "1",
+         "--implementations", "keras_stn_fused", "tflite", "--in-process",
+         "--json", str(tmp_path / "cost.json")], capsys, monkeypatch)
     raw = json.loads((tmp_path / "cost.json").read_text())
     assert set(raw["fits"]) == {"batch", "channels"}
     for by_name in raw["fits"].values():
@@ -140,13 +151,9 @@ def test_step_peak_memory_sees_a_large_buffer():
     assert 60 <= peak <= 80, peak
 
 
-def test_op_costs_smoke():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/op_costs.py", "--tiny", "--repeats", "2",
-         "--warmup", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_op_costs_smoke(capsys, monkeypatch):
+    result = _run_in_process("op_costs", ["--tiny", "--repeats", "2",
+                                          "--warmup", "1"], capsys, monkeypatch)
     rows = [line for line in result.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| op ")]
     assert len(rows) == 11, result.stdout
