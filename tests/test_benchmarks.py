@@ -173,3 +173,23 @@ def test_naive_baseline_computes_the_same_sampling():
                                            tf.constant(theta), 7, 8)
     ours = keras_stn.grid_sample(images, keras_stn.affine_grid(theta, (7, 8)))
     np.testing.assert_allclose(naive.numpy(), ours.numpy(), atol=1e-5)
+
+
+def test_formulations_ab_smoke(capsys, monkeypatch):
+    result = _run_in_process(
+        "formulations_ab", ["--tiny", "--repeats", "2", "--warmup", "1",
+                            "--only", "materialise", "runtime_scatter"],
+        capsys, monkeypatch)
+    rows = [line for line in result.stdout.splitlines()
+            if line.startswith("| materialise") or line.startswith(
+                "| runtime_scatter")]
+    assert len(rows) == 2, result.stdout
+    for row in rows:
+        a, b, ratio = (float(cell) for cell in row.split("|")[5:8])
+        assert a > 0 and b > 0 and ratio > 0
+
+
+def test_formulations_ab_rejects_unknown_experiment(capsys):
+    with pytest.raises(SystemExit):
+        _script("formulations_ab").main(["--only", "warp_speed"])
+    assert "unknown experiment" in capsys.readouterr().err
