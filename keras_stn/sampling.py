@@ -195,11 +195,12 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
     value_dtype = (tf.float64 if tf.float64 in (images.dtype, coords[0].dtype)
                    else tf.float32)
     # PyTorch's 2-D kernel rounds the unnormalisation as a fused
-    # multiply-add, which decides the derivative's side at integers; only
-    # worth its cost (float64 arithmetic, which TFLite lacks) when a
-    # gradient may be taken.
+    # multiply-add, which decides the derivative's side at integers. XLA on
+    # CPU contracts the plain formula into one already; TF's runtime needs
+    # float64 arithmetic for it (which TFLite lacks), worth its cost only
+    # when a gradient may be taken.
     target = current_target()
-    fused = spatial == 2 and recording_gradients() and target != "tflite"
+    fused = spatial == 2 and target == "runtime" and recording_gradients()
     if (interpolation == "bilinear" and spatial == 2
             and None not in images.shape[1:]):
         height, width = images.shape[1], images.shape[2]
