@@ -102,6 +102,25 @@ def _check_tflite_path(path):
     return os.fspath(path)
 
 
+def _read_tflite(path):
+    """The bytes of a `.tflite` file, or a `ValueError` naming the file."""
+    path = _check_tflite_path(path)
+    try:
+        with open(path, "rb") as file:
+            flatbuffer = file.read()
+    except OSError as error:
+        raise ValueError(
+            f"Invalid value for argument `path`: cannot read {path!r} "
+            f"({error.strerror}).") from None
+    # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4-8.
+    if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
+        raise ValueError(
+            f"Invalid value for argument `path`: {path!r} is not a TFLite "
+            "model (no 'TFL3' flatbuffer identifier). Expected a file written "
+            "by keras_stn.export_tflite or TFLite's converter.")
+    return flatbuffer
+
+
 def tflite_ops(path):
     """The sorted TFLite operator names a `.tflite` model uses.
 
@@ -121,10 +140,13 @@ def tflite_ops(path):
     assert "GATHER" in keras_stn.tflite_ops("saved_models/stn.tflite")
     ```
     """
-    path = _check_tflite_path(path)
-    with open(path, "rb") as file:
-        flatbuffer = file.read()
-    return sorted({op["name"] for op in _read_graph(flatbuffer)})
+    flatbuffer = _read_tflite(path)
+    try:
+        return sorted({op["name"] for op in _read_graph(flatbuffer)})
+    except Exception as error:  # a truncated or corrupt flatbuffer
+        raise ValueError(
+            f"Invalid value for argument `path`: {os.fspath(path)!r} is not a "
+            f"readable TFLite model ({type(error).__name__}: {error}).") from None
 
 
 def _forbidden(op_names):
@@ -404,6 +426,21 @@ def _dequantize(array, detail):
     return (array.astype(np.float32) - zero_point) * scale
 
 
+def _check_input_shape(name, shape, signature):
+    """Only the batch axis (and axes the model left dynamic) may differ:
+    LiteRT would otherwise reshape the input silently or fail inside."""
+    expected = tuple(int(dim) for dim in signature)
+    if len(shape) != len(expected) or any(
+            want not in (-1, got) for want, got in zip(expected[1:],
+                                                       shape[1:])):
+        readable = tuple(None if dim < 0 else dim for dim in expected)
+        raise ValueError(
+            f"Invalid value for argument `inputs`: input {name!r} of the "
+            f"model has shape {readable} (None: any size). Received: an "
+            f"array of shape {tuple(shape)}. Only the batch axis may "
+            "differ.")
+
+
 def _natural_key(name):
     return [int(part) if part.isdigit() else part
             for part in re.split(r"(\d+)", name)]
@@ -412,9 +449,10 @@ def _natural_key(name):
 def run_tflite(path, inputs, num_threads=None):
     """Runs a `.tflite` model with LiteRT (`ai_edge_litert`).
 
-    The input tensors are resized to the arrays given, so one file serves
-    any batch size; integer-quantised inputs and outputs are (de)quantised
-    with the model's own scale and zero point.
+    The batch axis of each input is resized to the arrays given, so one file
+    serves any batch size; every other axis must match the model's (a
+    `ValueError` names both shapes). Integer-quantised inputs and outputs
+    are (de)quantised with the model's own scale and zero point.
 
     Args:
         path: path of a `.tflite` file.
@@ -427,6 +465,10 @@ def run_tflite(path, inputs, num_threads=None):
         One float array for a single-output model, else a list of them in
         output order (`output_0`, `output_1`, … of a Keras export).
 
+    Raises:
+        ValueError: if `path` is not a readable TFLite model, or the inputs
+            do not match the model's (count, names, or a non-batch axis).
+
     Example:
 
     ```python
@@ -435,8 +477,15 @@ def run_tflite(path, inputs, num_threads=None):
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    path = _check_tflite_path(path)
-    interpreter = Interpreter(model_path=path, num_threads=num_threads)
+    flatbuffer = _read_tflite(path)
+    path = os.fspath(path)
+    try:
+        interpreter = Interpreter(model_content=flatbuffer,
+                                  num_threads=num_threads)
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid value for argument `path`: LiteRT cannot load {path!r} "
+            f"({error}).") from None
     signatures = interpreter.get_signature_list()
     if not signatures:
         raise ValueError(
@@ -468,6 +517,7 @@ def run_tflite(path, inputs, num_threads=None):
     for name, array in arrays.items():
         detail = input_details[name]
         array = np.asarray(array)
+        _check_input_shape(name, array.shape, detail["shape_signature"])
         if np.issubdtype(detail["dtype"], np.integer) and not np.issubdtype(
             array.dtype, np.integer
         ):

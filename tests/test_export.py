@@ -3,6 +3,7 @@ run in LiteRT, SavedModel, hostile θ, the CLI and bad input."""
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 
@@ -276,6 +277,46 @@ class TestBadInput:
         with pytest.raises(ValueError, match="inputs"):
             keras_stn.run_tflite(path, [np.zeros((1, 10, 12, 2), np.float32)] * 2)
 
+
+    @pytest.mark.parametrize("shape", [(1, 20, 12, 2), (1, 10, 6, 4),
+                                       (10, 12, 2), (1, 1, 10, 12, 2)])
+    def test_run_tflite_resizes_only_the_batch_axis(self, tmp_path, shape):
+        """A 10×12×2 model given another size, or an input missing its batch
+        axis, is refused by name (LiteRT would reshape it silently or fail
+        inside RESHAPE)."""
+        path = keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"))
+        with pytest.raises(ValueError, match=r"\(None, 10, 12, 2\).*"
+                           + re.escape(str(shape))):
+            keras_stn.run_tflite(path, np.zeros(shape, np.float32))
+        # Any batch size is fine.
+        assert keras_stn.run_tflite(
+            path, np.zeros((3, 10, 12, 2), np.float32)).shape[0] == 3
+
+    @pytest.mark.parametrize("content", [b"", b"not a model at all",
+                                         b"\x1c\x00\x00\x00TFL3" + b"\x00" * 8])
+    def test_not_a_tflite_file(self, tmp_path, content):
+        path = tmp_path / "corrupt.tflite"
+        path.write_bytes(content)
+        for function in (keras_stn.tflite_ops,
+                         lambda p: keras_stn.run_tflite(p, np.zeros(3))):
+            with pytest.raises(ValueError, match="corrupt.tflite"):
+                function(str(path))
+
+    def test_missing_tflite_file(self, tmp_path):
+        with pytest.raises(ValueError, match="missing.tflite"):
+            keras_stn.tflite_ops(str(tmp_path / "missing.tflite"))
+
+    def test_truncated_tflite_file(self, tmp_path):
+        path = keras_stn.export_tflite(st_model(), str(tmp_path / "m.tflite"))
+        with open(path, "rb") as file:
+            data = file.read()
+        truncated = tmp_path / "truncated.tflite"
+        truncated.write_bytes(data[:len(data) // 3])
+        with pytest.raises(ValueError, match="truncated.tflite"):
+            keras_stn.tflite_ops(str(truncated))
+        with pytest.raises(ValueError, match="truncated.tflite"):
+            keras_stn.run_tflite(str(truncated),
+                                 np.zeros((1, 10, 12, 2), np.float32))
 
 def test_cli_export(tmp_path):
     calibration = tmp_path / "calibration.npy"
