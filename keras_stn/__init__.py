@@ -6,7 +6,27 @@ PyTorch's meaning, so `affine_grid` and `grid_sample` agree with
 `torch.nn.functional.affine_grid` / `grid_sample` to float precision.
 """
 
-import keras as _keras
+import os as _os
+import sys as _sys
+
+if (_os.path.basename(_sys.argv[0]).startswith("keras-stn")
+        and "--verbose" not in _sys.argv):
+    # The `keras-stn` command is quiet by default. TensorFlow's and LiteRT's
+    # C++ (absl) logs go to file descriptor 2 from the moment TensorFlow
+    # loads, which importing this package does (`keras_stn.cli` cannot run
+    # earlier), and no setting silences all of them: the command sends
+    # descriptor 2 to /dev/null and keeps Python's own stderr (errors,
+    # warnings) on a copy of it. `--verbose` keeps everything.
+    _os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    _sys.stderr.flush()
+    _python_stderr = _os.dup(2)
+    _null = _os.open(_os.devnull, _os.O_WRONLY)
+    _os.dup2(_null, 2)
+    _os.close(_null)
+    _sys.stderr = _os.fdopen(_python_stderr, "w", buffering=1)
+
+import keras as _keras  # noqa: E402
 
 if _keras.backend.backend() != "tensorflow":
     raise ImportError(

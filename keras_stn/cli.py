@@ -1,45 +1,115 @@
-"""The `keras-stn` command line: thin wrappers over the package's functions."""
+"""The `keras-stn` command line: thin wrappers over the package's functions.
+
+User errors (missing or corrupt files, a bad suffix, an unsupported model, a
+bad data folder) end the command with one line, `keras-stn: error: ...`, and
+exit status 2, after checking everything before writing any file; `--debug`
+shows the traceback instead. TensorFlow's C++ and absl logs stay off unless
+`--verbose` is given.
+"""
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
+import zipfile
 
 import numpy as np
 
 _QUANTIZATION_CHOICES = ("float32", "float16", "dynamic_range", "int8")
+_PROG = "keras-stn"
 
 
-def _load_calibration(path, count):
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line."""
+
+
+def _load_calibration(path, count, input_shape):
     """First array of a `.npy` / `.npz` file, at most `count` examples."""
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            array = data[data.files[0]]
-    else:
-        array = np.load(path)
-    return np.asarray(array, dtype=np.float32)[:count]
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as data:
+                array = data[data.files[0]]
+        else:
+            array = np.load(path)
+        array = np.asarray(array, dtype=np.float32)[:count]
+    except (OSError, ValueError, IndexError) as error:
+        raise UserError(
+            f"--calibration-data: cannot read {path!r} as a .npy/.npz array "
+            f"({_first_line(error)})") from error
+    if array.shape[1:] != input_shape:
+        raise UserError(
+            f"--calibration-data: expected arrays of shape {input_shape} "
+            f"(batch first), the model's input; received {array.shape[1:]} "
+            f"in {path!r}")
+    return array
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _load_model(path):
+    import keras
+
+    import keras_stn  # noqa: F401 (registers the layer for load_model)
+
+    if not os.path.isfile(path):
+        raise UserError(f"model file not found: {path!r}")
+    if not path.endswith(".keras"):
+        raise UserError(f"expected a .keras model file; received {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path!r} is not a .keras model file (not a zip "
+                        "archive: corrupt or of another format)")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # Keras raises many types for bad files
+        raise UserError(f"cannot load {path!r} as a Keras model "
+                        f"({_first_line(error)})") from error
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled):
+    """Silences LiteRT's C-level log lines (its XNNPACK notice) on fd 2."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _export(args):
-    import keras
-
     from keras_stn import export
 
-    model = keras.saving.load_model(args.model)
-    if args.saved_model:
-        model.export(args.saved_model, verbose=False)
-        print(f"SavedModel: {args.saved_model}")
-    if not args.tflite:
-        return 0
+    if args.tflite and not args.tflite.endswith(".tflite"):
+        raise UserError(f"--tflite: expected a file name ending in .tflite; "
+                        f"received {args.tflite!r}")
+    for target in (args.saved_model, args.tflite):
+        if target and os.path.exists(target) and not args.overwrite:
+            raise UserError(f"{target!r} exists; pass --overwrite to replace "
+                            "it")
+    model = _load_model(args.model)
+    if len(model.inputs) != 1:
+        raise UserError(
+            f"keras-stn export takes single-input models; {args.model!r} has "
+            f"{len(model.inputs)} inputs (use keras_stn.export_tflite from "
+            "Python for others)")
     input_shape = tuple(model.inputs[0].shape[1:])
     if args.calibration_data:
-        samples = _load_calibration(args.calibration_data, args.calibration_size)
-        if samples.shape[1:] != input_shape:
-            raise SystemExit(
-                f"--calibration-data holds arrays of shape {samples.shape[1:]}; "
-                f"the model takes {input_shape}")
+        samples = _load_calibration(args.calibration_data,
+                                    args.calibration_size, input_shape)
     elif args.quantization == "int8":
-        raise SystemExit("--quantization int8 needs --calibration-data FILE.npy "
-                         "(real inputs, batch first)")
+        raise UserError("--quantization int8 needs --calibration-data "
+                        "FILE.npy (real inputs, batch first)")
     else:
         # No data given: parity on uniform inputs in [0, 1].
         rng = np.random.default_rng(0)
@@ -50,14 +120,36 @@ def _export(args):
             yield [sample[None]]
 
     quantization = None if args.quantization == "float32" else args.quantization
-    source = args.saved_model or model
-    path = export.export_tflite(
-        source, args.tflite, quantization=quantization,
-        representative_dataset=representative_dataset
-        if quantization == "int8" else None)
-    ops = export.tflite_ops(path)
-    parity = export.tflite_parity(model, path, samples[:32])
-    print(f"TFLite: {path} ({os.path.getsize(path):,} bytes, "
+    with tempfile.TemporaryDirectory() as scratch:
+        # Everything is made in a scratch folder first: a failure leaves no
+        # file behind.
+        saved_model = os.path.join(scratch, "saved_model")
+        if args.saved_model:
+            model.export(saved_model, verbose=False)
+        path = None
+        if args.tflite:
+            path = os.path.join(scratch, "model.tflite")
+            try:
+                with _quiet_stderr(not args.verbose):
+                    export.export_tflite(
+                        saved_model if args.saved_model else model, path,
+                        quantization=quantization,
+                        representative_dataset=representative_dataset
+                        if quantization == "int8" else None)
+                    parity = export.tflite_parity(model, path, samples[:32])
+            except ValueError as error:
+                raise UserError(_first_line(error)) from error
+            ops = export.tflite_ops(path)
+            size = os.path.getsize(path)
+        for source, target in ((saved_model, args.saved_model),
+                               (path, args.tflite)):
+            if target:
+                _move_into_place(source, target)
+    if args.saved_model:
+        print(f"SavedModel: {args.saved_model}")
+    if not args.tflite:
+        return 0
+    print(f"TFLite: {args.tflite} ({size:,} bytes, "
           f"quantization={args.quantization})")
     print(f"ops ({len(ops)}): {', '.join(ops)}")
     first = parity["outputs"][0]
@@ -68,36 +160,91 @@ def _export(args):
     return 0
 
 
+def _move_into_place(source, target):
+    """Moves a finished file or folder to `target`, replacing what is there."""
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staged = os.path.join(parent, f".{os.path.basename(target)}.incoming")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.move(source, staged)
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    elif os.path.exists(target):
+        os.remove(target)
+    os.replace(staged, target)
+
+
 def _train(args):
     from keras_stn.paper import experiment
 
-    experiment.run_from_args(args)
+    try:
+        experiment.run_from_args(args)
+    except (ValueError, ImportError) as error:
+        raise UserError(_first_line(error)) from error
     return 0
 
 
 def _results(args):
     from keras_stn.paper import experiment
 
-    print(experiment.results_table(args.output_dir))
+    if not os.path.isdir(args.output_dir):
+        raise UserError(f"--output-dir: no folder {args.output_dir!r}")
+    print(experiment.results_table(
+        args.output_dir,
+        warn=lambda text: print(f"{_PROG}: warning: {text}",
+                                file=sys.stderr)))
     return 0
+
+
+_EXAMPLES = {
+    None: """examples:
+  keras-stn train                              # the main job (RTS, ~10 min)
+  keras-stn train --distortion TC --smoke      # check the pipeline in seconds
+  keras-stn results                            # table of saved_models/*/report.json
+  keras-stn export saved_models/rts/model.keras --tflite /tmp/stn.tflite""",
+    "train": """example:
+  KERAS_STN_MNIST_DIR=/data/mnist keras-stn train --distortion RTS --epochs 10
+
+An interrupted run (Ctrl-C, a kill) resumes after its last finished epoch
+when run again with the same arguments; --restart starts over. The run is
+written to a temporary folder beside OUTPUT_DIR/RUN_NAME and moved there
+when complete.""",
+    "results": """example:
+  keras-stn results --output-dir saved_models""",
+    "export": """example:
+  keras-stn export saved_models/rts/model.keras --saved-model /tmp/stn \\
+      --tflite /tmp/stn.tflite --quantization int8 --calibration-data x.npy""",
+}
+
+
+def _add_common_flags(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and LiteRT's own log lines")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error")
 
 
 def build_parser():
     from keras_stn.paper import experiment
 
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="keras-stn",
+        prog=_PROG, formatter_class=formatter, epilog=_EXAMPLES[None],
         description="Spatial Transformer Networks for Keras 3: tools.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser(
         "train", help="the main job: CNN vs ST-CNN on distorted MNIST",
-        description=experiment.__doc__.splitlines()[0])
+        description=experiment.__doc__.splitlines()[0],
+        formatter_class=formatter, epilog=_EXAMPLES["train"])
     experiment.add_arguments(train_parser)
     train_parser.set_defaults(handler=_train)
 
     results_parser = commands.add_parser(
-        "results", help="Markdown table of the main job's report.json files")
+        "results", help="Markdown table of the main job's report.json files",
+        description="Markdown table of the main job's report.json files "
+                    "(unreadable reports are skipped with a warning).",
+        formatter_class=formatter, epilog=_EXAMPLES["results"])
     results_parser.add_argument("--output-dir", default="saved_models")
     results_parser.set_defaults(handler=_results)
 
@@ -105,7 +252,9 @@ def build_parser():
         "export", help="export a .keras model to SavedModel and/or TFLite",
         description="Export a .keras model to a SavedModel folder and/or a "
                     "builtins-only .tflite file; prints the TFLite op list, "
-                    "size and parity with Keras.")
+                    "size and parity with Keras. Nothing is written unless "
+                    "everything succeeds.",
+        formatter_class=formatter, epilog=_EXAMPLES["export"])
     export_parser.add_argument("model", help="the .keras file")
     export_parser.add_argument("--saved-model", metavar="DIR",
                                help="write a SavedModel here")
@@ -119,15 +268,47 @@ def build_parser():
              "the parity check")
     export_parser.add_argument("--calibration-size", type=int, default=200,
                                help="examples of --calibration-data to use")
+    export_parser.add_argument("--overwrite", action="store_true",
+                               help="replace existing output files")
     export_parser.set_defaults(handler=_export)
+    for sub in (train_parser, results_parser, export_parser):
+        _add_common_flags(sub)
     return parser
 
 
+def _quiet_tensorflow():
+    """Keeps TensorFlow's C++ and absl logs off; must run before it loads."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" not in argv:
+        _quiet_tensorflow()
+    parser = build_parser()  # imports TensorFlow
+    if "--verbose" not in argv:
+        import absl.logging
+        import tensorflow as tf
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        tf.get_logger().setLevel("ERROR")
+    args = parser.parse_args(argv)
     if args.command == "export" and not (args.saved_model or args.tflite):
-        build_parser().error("export needs --saved-model DIR and/or --tflite FILE")
-    return args.handler(args)
+        parser.error("export needs --saved-model DIR and/or --tflite FILE")
+    try:
+        return args.handler(args)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"{_PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{_PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ tfds as its manual download folder, tfds checks the files' checksums and
 never goes online. Online users need neither.
 """
 
+import functools
+import gzip
 import os
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -49,7 +52,32 @@ def resolve_mnist_dir(mnist_dir=None):
             f"MNIST IDX files {_MNIST_FILES}. Received: "
             f"mnist_dir={mnist_dir!r}, which lacks {missing}"
         )
+    for name in _MNIST_FILES:
+        _check_idx_file(os.path.join(mnist_dir, name))
     return str(mnist_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_idx(path, size, mtime):
+    """None if `path` is a whole gzip IDX file, else what is wrong."""
+    del size, mtime  # the cache key: a changed file is checked again
+    try:
+        with gzip.open(path, "rb") as file:
+            data = file.read()  # the gzip CRC catches truncation
+    except (OSError, EOFError, zlib.error) as error:
+        return f"not a whole gzip file ({type(error).__name__}: {error})"
+    if len(data) < 4 or data[2] != 0x08 or data[3] not in (1, 3):
+        return "not an MNIST IDX file (wrong magic number)"
+    return None
+
+
+def _check_idx_file(path):
+    status = os.stat(path)
+    problem = _checked_idx(path, status.st_size, status.st_mtime)
+    if problem:
+        raise ValueError(
+            f"Invalid MNIST file {path!r}: {problem}. Expected one of the "
+            "four original IDX .gz files (re-download or copy it again).")
 
 
 def load_mnist(split="train", mnist_dir=None, data_dir=None):

@@ -18,6 +18,7 @@
 
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -49,28 +50,116 @@ SMOKE = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16,
 TFLITE_PARITY_TOLERANCE = 1e-3
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
+def _write_json(path, value):
+    """Writes `value` to `path` whole or not at all (a kill mid-write
+    leaves the previous file)."""
+    staged = path + ".incoming"
+    with open(staged, "w") as file:
+        json.dump(value, file, indent=2)
+    os.replace(staged, path)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Per-epoch metrics and seconds, kept on disk so that a resumed run
+    reports every epoch, as an uninterrupted one does."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.entries = []
+        if os.path.isfile(path):
+            with open(path) as file:
+                self.entries = json.load(file)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        self.entries.append({
+            "seconds": time.perf_counter() - self._start,
+            "logs": {key: float(value) for key, value in (logs or {}).items()},
+        })
+        _write_json(self.path, self.entries)
+
+    def history(self):
+        keys = self.entries[0]["logs"] if self.entries else {}
+        return {key: [entry["logs"][key] for entry in self.entries]
+                for key in keys}
+
+    def seconds(self):
+        return [entry["seconds"] for entry in self.entries]
 
 
-def _train(model, train, epochs, steps_per_epoch, learning_rate, verbose):
+def _train(name, build, train, epochs, steps_per_epoch, learning_rate,
+           verbose, backup_dir):
+    """Trains (or resumes, or reloads) one model; returns it, its history and
+    its seconds per epoch.
+
+    Progress lives in `backup_dir/<name>/`: Keras' `BackupAndRestore`
+    checkpoint (weights, optimizer, epoch), the per-epoch log, and once
+    trained the model itself, so that a killed run picks up where it was.
+    """
+    model_dir = os.path.join(backup_dir, name)
+    os.makedirs(model_dir, exist_ok=True)
+    done = os.path.join(model_dir, "done.json")
+    if os.path.isfile(done):
+        with open(done) as file:
+            finished = json.load(file)
+        print(f"== {name}: trained in an earlier, interrupted run; reloaded")
+        model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+        return model, finished["history"], finished["seconds"]
+    model = build()
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=epochs * steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
-    timer = _EpochTimer()
-    history = model.fit(train, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        shuffle=False, callbacks=[timer], verbose=verbose)
-    return history.history, timer.seconds
+    log = _EpochLog(os.path.join(model_dir, "epochs.json"))
+    if log.entries:
+        print(f"== {name}: resuming after epoch {len(log.entries)} of "
+              f"{epochs} (an earlier run was interrupted)")
+    # The stream continues where the finished epochs left it.
+    stream = train.skip(len(log.entries) * steps_per_epoch)
+    backup = keras.callbacks.BackupAndRestore(
+        os.path.join(model_dir, "checkpoint"), delete_checkpoint=False)
+    model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              shuffle=False, callbacks=[backup, log], verbose=verbose)
+    model.save(os.path.join(model_dir, "model.keras"))
+    _write_json(done, {"history": log.history(), "seconds": log.seconds()})
+    return model, log.history(), log.seconds()
+
+
+def _move_into_place(source, target):
+    """Replaces `target` by the finished folder `source` (a rename: a kill
+    leaves either the old run or the new one, never a mix)."""
+    old = os.path.join(os.path.dirname(target),
+                       f".{os.path.basename(target)}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(target):
+        os.replace(target, old)
+    os.replace(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _prepare_backup(backup_dir, settings, restart):
+    """The backup folder of this run, checked to belong to these settings."""
+    if restart:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    path = os.path.join(backup_dir, "settings.json")
+    if os.path.isfile(path):
+        with open(path) as file:
+            previous = json.load(file)
+        if previous != settings:
+            changed = sorted(key for key in settings
+                             if previous.get(key) != settings[key])
+            raise ValueError(
+                f"An interrupted run with other settings ({', '.join(changed)}) "
+                f"is saved in {backup_dir}: rerun it with the same arguments "
+                "to resume it, or pass --restart to discard it.")
+        return
+    os.makedirs(backup_dir, exist_ok=True)
+    _write_json(path, settings)
 
 
 def _save_pictures(output_dir, st_cnn, test, histories, distortion):
@@ -143,8 +232,9 @@ def _export(output_dir, st_cnn, test):
     if worst > TFLITE_PARITY_TOLERANCE:
         raise RuntimeError(f"exported models disagree with Keras: {parity}")
     return {
-        "files": {"keras": keras_path, "saved_model": saved_model_dir,
-                  "tflite": tflite_path},
+        # Relative to the run's folder (written elsewhere, then moved).
+        "files": {"keras": "model.keras", "saved_model": "saved_model",
+                  "tflite": "model.tflite"},
         "tflite_ops": export.tflite_ops(tflite_path),
         "tflite_bytes": os.path.getsize(tflite_path),
         "parity": parity,
@@ -157,7 +247,7 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         learning_rate=DEFAULTS["learning_rate"],
         test_examples=DEFAULTS["test_examples"], seed=DEFAULTS["seed"],
         output_dir="saved_models", run_name=None, mnist_dir=None,
-        data_dir=None, smoke=False, verbose=1):
+        data_dir=None, smoke=False, verbose=1, restart=False):
     """Trains the CNN baseline and the ST-CNN on one distortion and reports.
 
     Args:
@@ -173,6 +263,12 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         mnist_dir, data_dir: as in `datasets.load_mnist`.
         smoke: a few steps on 64 test digits, to check the whole pipeline.
         verbose: Keras' `fit` verbosity (1: progress bar).
+        restart: discard the progress an interrupted run with this name
+            left (by default it is resumed after its last finished epoch).
+
+    The run is written to `<output_dir>/.<run_name>.partial/` and renamed to
+    `<output_dir>/<run_name>/` once everything is written; its progress
+    lives in `<output_dir>/.<run_name>.backup/` until then.
 
     Returns:
         The report, also written to `<output_dir>/<run_name>/report.json`.
@@ -194,7 +290,17 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
             f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
     run_name = run_name or distortion.lower() + ("-smoke" if smoke else "")
     run_dir = os.path.join(output_dir, run_name)
-    os.makedirs(run_dir, exist_ok=True)
+    # Checked before anything is written (download when no folder is set).
+    mnist_dir = datasets.resolve_mnist_dir(mnist_dir)
+    settings = {"distortion": distortion, "epochs": epochs,
+                "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
+                "learning_rate": learning_rate, "seed": seed,
+                "test_examples": test_examples, "smoke": smoke}
+    backup_dir = os.path.join(output_dir, f".{run_name}.backup")
+    _prepare_backup(backup_dir, settings, restart)
+    work_dir = os.path.join(output_dir, f".{run_name}.partial")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.makedirs(work_dir)
     start = time.perf_counter()
 
     # -- Data
@@ -215,11 +321,11 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     }
     for name, build in builders.items():
         keras.utils.set_random_seed(seed)
-        model = build()
-        print(f"\n== {name} on {distortion}: {model.count_params():,} "
-              f"parameters, {epochs} × {steps_per_epoch} steps of {batch_size}")
-        history, seconds = _train(model, train, epochs, steps_per_epoch,
-                                  learning_rate, verbose)
+        print(f"\n== {name} on {distortion}: {epochs} × {steps_per_epoch} "
+              f"steps of {batch_size}")
+        model, history, seconds = _train(
+            name, build, train, epochs, steps_per_epoch, learning_rate,
+            verbose, backup_dir)
         _, accuracy = model.evaluate(test, verbose=0)
         results[name] = {
             "test_error_percent": round(100.0 * (1.0 - accuracy), 2),
@@ -234,9 +340,9 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         print(f"== {name}: test error {results[name]['test_error_percent']:.2f} % "
               f"(paper {PAPER_TEST_ERROR[distortion][name]} %)")
 
-    # -- Export and pictures
-    exported = _export(run_dir, trained["st_cnn"], test)
-    _save_pictures(run_dir, trained["st_cnn"], test, histories, distortion)
+    # -- Export and pictures, into the work folder
+    exported = _export(work_dir, trained["st_cnn"], test)
+    _save_pictures(work_dir, trained["st_cnn"], test, histories, distortion)
 
     report = {
         "distortion": distortion,
@@ -262,8 +368,9 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
                            for key, values in history.items()}
                     for name, history in histories.items()},
     }
-    with open(os.path.join(run_dir, "report.json"), "w") as file:
-        json.dump(report, file, indent=2)
+    _write_json(os.path.join(work_dir, "report.json"), report)
+    _move_into_place(work_dir, run_dir)
+    shutil.rmtree(backup_dir, ignore_errors=True)
     print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
           f"{results['st_cnn']['test_error_percent']:.2f} % test error on "
           f"{distortion}; {report['wall_seconds']:.0f} s; wrote {run_dir}/")
@@ -293,7 +400,22 @@ def add_arguments(parser):
                         help="tensorflow-datasets data folder")
     parser.add_argument("--smoke", action="store_true",
                         help="a few steps, to check the pipeline in seconds")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard what an interrupted run of the same "
+                             "name left and start over")
     return parser
+
+
+def _check_report(report):
+    """Raises `KeyError`/`ValueError` unless `report` has the table's fields."""
+    for name in ("cnn", "st_cnn"):
+        float(report["models"][name]["test_error_percent"])
+        float(report["models"][name]["paper_test_error_percent"])
+    if report["distortion"] not in datasets.DISTORTIONS:
+        raise ValueError(f"unknown distortion {report['distortion']!r}")
+    for key in ("canvas", "st_output_size", "epochs", "steps_per_epoch",
+                "batch_size", "wall_seconds"):
+        report[key]
 
 
 def run_from_args(args):
@@ -303,22 +425,30 @@ def run_from_args(args):
                test_examples=args.test_examples, seed=args.seed,
                output_dir=args.output_dir, run_name=args.run_name,
                mnist_dir=args.mnist_dir, data_dir=args.data_dir,
-               smoke=args.smoke)
+               smoke=args.smoke, restart=getattr(args, "restart", False))
 
 
-def results_table(output_dir="saved_models"):
+def results_table(output_dir="saved_models", warn=None):
     """A Markdown table of every main-job run's `report.json` under `output_dir`.
 
     Smoke runs are left out. Rows follow the paper's order (R, RTS, P, E, TC).
+    An unreadable or incomplete report is skipped; `warn(text)`, if given,
+    is told which and why.
     """
     rows = []
     for name in sorted(os.listdir(output_dir)):
         path = os.path.join(output_dir, name, "report.json")
-        if not os.path.isfile(path):
+        if name.startswith(".") or not os.path.isfile(path):
             continue
-        with open(path) as file:
-            report = json.load(file)
-        if "distortion" not in report or report.get("smoke"):
+        try:
+            with open(path) as file:
+                report = json.load(file)
+            if report.get("smoke") or "distortion" not in report:
+                continue
+            _check_report(report)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if warn is not None:
+                warn(f"skipping {path}: {type(error).__name__}: {error}")
             continue
         rows.append(report)
     rows.sort(key=lambda r: (datasets.DISTORTIONS.index(r["distortion"]),

@@ -1,0 +1,197 @@
+"""`keras-stn` as a tool: one-line errors, nothing half-written, quiet logs,
+resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_stn
+from tests.conftest import REPO_ROOT
+from tests.conftest import mnist_dir
+
+needs_mnist = pytest.mark.skipif(mnist_dir() is None,
+                                 reason="MNIST IDX folder absent")
+
+
+def keras_stn_command(*arguments, cwd, environment=None, timeout=600):
+    """Runs the console script as a user would; returns the finished
+    process (stdout, stderr as text)."""
+    script = os.path.join(os.path.dirname(sys.executable), "keras-stn")
+    env = dict(os.environ, **(environment or {}))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the command must be quiet itself
+    return subprocess.run([script, *arguments], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("keras-stn: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    loc_net = keras.Sequential([keras.layers.Flatten(),
+                                keras_stn.localization_head("affine")])
+    model = keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras_stn.SpatialTransformer(loc_net, output_size=(8, 8)),
+        keras.layers.Flatten(), keras.layers.Dense(3)])
+    path = folder / "model.keras"
+    model.save(path)
+    return path
+
+
+class TestExportErrors:
+    def test_missing_file(self, tmp_path):
+        result = keras_stn_command("export", str(tmp_path / "none.keras"),
+                                   "--tflite", "out.tflite", cwd=tmp_path)
+        assert_one_line_error(result, "not found", "none.keras")
+        assert os.listdir(tmp_path) == []
+
+    def test_random_bytes_named_keras(self, tmp_path):
+        (tmp_path / "bad.keras").write_bytes(os.urandom(200))
+        result = keras_stn_command("export", "bad.keras", "--tflite",
+                                   "out.tflite", "--saved-model", "sm",
+                                   cwd=tmp_path)
+        assert_one_line_error(result, "bad.keras", "not a .keras model")
+        assert os.listdir(tmp_path) == ["bad.keras"]
+
+    def test_bad_suffix_before_anything_is_written(self, tmp_path,
+                                                   small_model):
+        result = keras_stn_command("export", str(small_model), "--tflite",
+                                   "out.bin", "--saved-model", "sm",
+                                   cwd=tmp_path)
+        assert_one_line_error(result, ".tflite", "out.bin")
+        assert os.listdir(tmp_path) == []
+
+    def test_two_input_model(self, tmp_path):
+        first, second = keras.Input((4,)), keras.Input((4,))
+        model = keras.Model([first, second], keras.layers.Add()(
+            [first, second]))
+        model.save(tmp_path / "two.keras")
+        result = keras_stn_command("export", "two.keras", "--tflite",
+                                   "out.tflite", "--saved-model", "sm",
+                                   cwd=tmp_path)
+        assert_one_line_error(result, "single-input", "2 inputs")
+        assert os.listdir(tmp_path) == ["two.keras"]
+
+    def test_debug_shows_the_traceback(self, tmp_path):
+        result = keras_stn_command("export", "none.keras", "--tflite",
+                                   "o.tflite", "--debug", cwd=tmp_path)
+        assert result.returncode != 0
+        assert "Traceback" in result.stderr
+
+    def test_quiet_success_writes_both(self, tmp_path, small_model):
+        result = keras_stn_command("export", str(small_model), "--tflite",
+                                   "out.tflite", "--saved-model", "sm",
+                                   cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", result.stderr  # no C++/LiteRT log lines
+        assert "parity: max |TFLite - Keras|" in result.stdout
+        assert sorted(os.listdir(tmp_path)) == ["out.tflite", "sm"]
+        again = keras_stn_command("export", str(small_model), "--tflite",
+                                  "out.tflite", cwd=tmp_path)
+        assert_one_line_error(again, "exists", "--overwrite")
+
+
+class TestResults:
+    def test_unreadable_report_skipped_with_one_warning(self, tmp_path):
+        good = json.loads((REPO_ROOT / "saved_models" / "rts" /
+                           "report.json").read_text())
+        (tmp_path / "rts").mkdir()
+        (tmp_path / "rts" / "report.json").write_text(json.dumps(good))
+        (tmp_path / "broken").mkdir()
+        (tmp_path / "broken" / "report.json").write_text('{"distortion": "R"')
+        result = keras_stn_command("results", "--output-dir", str(tmp_path),
+                                   cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        warnings = result.stderr.strip().splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith(
+            "keras-stn: warning: skipping"), result.stderr
+        assert "broken" in warnings[0]
+        assert "| RTS |" in result.stdout
+
+
+class TestTrainErrors:
+    def test_empty_mnist_folder(self, tmp_path):
+        (tmp_path / "mnist").mkdir()
+        result = keras_stn_command(
+            "train", "--smoke", "--output-dir", "out", cwd=tmp_path,
+            environment={"KERAS_STN_MNIST_DIR": str(tmp_path / "mnist")})
+        assert_one_line_error(result, "mnist_dir", "lacks")
+        assert not (tmp_path / "out").exists()
+
+    @needs_mnist
+    def test_truncated_gz(self, tmp_path):
+        folder = tmp_path / "mnist"
+        folder.mkdir()
+        for name in os.listdir(mnist_dir()):
+            if name.endswith(".gz"):
+                with open(os.path.join(mnist_dir(), name), "rb") as file:
+                    data = file.read()
+                if name.startswith("t10k-labels"):
+                    data = data[: len(data) // 2]
+                (folder / name).write_bytes(data)
+        result = keras_stn_command("train", "--smoke", "--mnist-dir",
+                                   str(folder), "--output-dir", "out",
+                                   cwd=tmp_path)
+        assert_one_line_error(result, "t10k-labels", "gzip")
+        assert not (tmp_path / "out").exists()
+
+
+def test_help_has_an_example_per_command(tmp_path):
+    for command in ([], ["train"], ["results"], ["export"]):
+        result = keras_stn_command(*command, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "example" in result.stdout, command
+
+
+@needs_mnist
+def test_killed_run_resumes_and_never_leaves_a_mix(tmp_path):
+    """SIGKILL during the ST-CNN's training, then the same command again:
+    it resumes after the last finished epoch, reports every epoch, and the
+    run folder only ever holds a complete run."""
+    arguments = ["train", "--distortion", "R", "--epochs", "3",
+                 "--steps-per-epoch", "4", "--batch-size", "8",
+                 "--test-examples", "64", "--output-dir", "out",
+                 "--run-name", "r"]
+    script = os.path.join(os.path.dirname(sys.executable), "keras-stn")
+    environment = dict(os.environ, KERAS_STN_MNIST_DIR=mnist_dir())
+    process = subprocess.Popen([script, *arguments], cwd=tmp_path,
+                               env=environment, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    log = tmp_path / "out" / ".r.backup" / "st_cnn" / "epochs.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and json.loads(log.read_text() or "[]"):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert log.exists(), "the run ended before its first ST-CNN epoch"
+    assert not (tmp_path / "out" / "r").exists()  # nothing half-written
+
+    result = keras_stn_command(*arguments, cwd=tmp_path,
+                               environment={"KERAS_STN_MNIST_DIR":
+                                            mnist_dir()})
+    assert result.returncode == 0, result.stderr
+    assert "cnn: trained in an earlier, interrupted run" in result.stdout
+    assert "st_cnn: resuming after epoch" in result.stdout
+    report = json.loads((tmp_path / "out" / "r" / "report.json").read_text())
+    for name in ("cnn", "st_cnn"):
+        assert len(report["history"][name]["loss"]) == 3
+        assert len(report["models"][name]["seconds_per_epoch"]) == 3
+    assert sorted(os.listdir(tmp_path / "out")) == ["r"]  # backup removed
+    assert np.isfinite(report["models"]["st_cnn"]["test_error_percent"])
