@@ -35,6 +35,7 @@ if _keras.backend.backend() != "tensorflow":
         f"Received: backend={_keras.backend.backend()!r}"
     )
 
+from keras_stn import callbacks
 from keras_stn import export
 from keras_stn import grid
 from keras_stn import initializers
@@ -66,6 +67,7 @@ __all__ = [
     "run_tflite",
     "tflite_ops",
     # Their modules.
+    "callbacks",
     "export",
     "grid",
     "initializers",

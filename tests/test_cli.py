@@ -163,8 +163,10 @@ def test_killed_run_resumes_and_never_leaves_a_mix(tmp_path):
     """SIGKILL during the ST-CNN's training, then the same command again:
     it resumes after the last finished epoch, reports every epoch, and the
     run folder only ever holds a complete run."""
+    # Epochs long enough (40 steps) that the kill lands inside training
+    # even on a loaded machine.
     arguments = ["train", "--distortion", "R", "--epochs", "3",
-                 "--steps-per-epoch", "4", "--batch-size", "8",
+                 "--steps-per-epoch", "40", "--batch-size", "8",
                  "--test-examples", "64", "--output-dir", "out",
                  "--run-name", "r"]
     script = os.path.join(os.path.dirname(sys.executable), "keras-stn")
@@ -178,8 +180,10 @@ def test_killed_run_resumes_and_never_leaves_a_mix(tmp_path):
         if log.exists() and json.loads(log.read_text() or "[]"):
             break
         time.sleep(0.2)
+    finished_early = process.poll() is not None
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert not finished_early, "the run ended before it could be killed"
     assert log.exists(), "the run ended before its first ST-CNN epoch"
     assert not (tmp_path / "out" / "r").exists()  # nothing half-written
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from keras_stn.paper import datasets
 from keras_stn import export
+from keras_stn.callbacks import TransformerSnapshots
 from keras_stn.paper import models
 
 # Jaderberg et al. 2015, Table 1: % test error of the CNN baseline and of the
@@ -91,7 +92,7 @@ class _EpochLog(keras.callbacks.Callback):
 
 
 def _train(name, build, train, epochs, steps_per_epoch, learning_rate,
-           verbose, backup_dir):
+           verbose, backup_dir, snapshot_inputs=None):
     """Trains (or resumes, or reloads) one model; returns it, its history and
     its seconds per epoch.
 
@@ -123,8 +124,13 @@ def _train(name, build, train, epochs, steps_per_epoch, learning_rate,
     stream = train.skip(len(log.entries) * steps_per_epoch)
     backup = keras.callbacks.BackupAndRestore(
         os.path.join(model_dir, "checkpoint"), delete_checkpoint=False)
+    log_dir = os.path.join(model_dir, "tensorboard")
+    watchers = [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+    if snapshot_inputs is not None:
+        watchers.append(TransformerSnapshots(snapshot_inputs, log_dir))
     model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              shuffle=False, callbacks=[backup, log], verbose=verbose)
+              shuffle=False, callbacks=[backup, log, *watchers],
+              verbose=verbose)
     model.save(os.path.join(model_dir, "model.keras"))
     _write_json(done, {"history": log.history(), "seconds": log.seconds()})
     return model, log.history(), log.seconds()
@@ -273,12 +279,14 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     Returns:
         The report, also written to `<output_dir>/<run_name>/report.json`.
     """
-    try:  # Fail before training, not after: the pictures need matplotlib.
+    try:  # Fail before training, not after: pictures and logs need these.
         import matplotlib  # noqa: F401
+        import tensorboard  # noqa: F401
     except ImportError as error:
         raise ImportError(
             "The main job draws transforms.png and training_curves.png with "
-            "matplotlib: pip install 'keras-stn[examples]' (or matplotlib)."
+            "matplotlib and writes TensorBoard logs: pip install "
+            "'keras-stn[examples]' (or matplotlib and tensorboard)."
         ) from error
     if smoke:
         epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
@@ -312,6 +320,9 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     test = test.take(test_examples).batch(256).cache()
     size = datasets.CANVAS_SIZES[distortion]
 
+    # Fixed held-out inputs whose transformation TensorBoard shows per epoch.
+    snapshot_inputs = next(iter(test.unbatch().batch(16)))[0].numpy()
+
     # -- Models, training, evaluation
     results, histories, trained = {}, {}, {}
     builders = {
@@ -325,7 +336,8 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
               f"steps of {batch_size}")
         model, history, seconds = _train(
             name, build, train, epochs, steps_per_epoch, learning_rate,
-            verbose, backup_dir)
+            verbose, backup_dir,
+            snapshot_inputs=snapshot_inputs if name == "st_cnn" else None)
         _, accuracy = model.evaluate(test, verbose=0)
         results[name] = {
             "test_error_percent": round(100.0 * (1.0 - accuracy), 2),
@@ -369,6 +381,10 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
                     for name, history in histories.items()},
     }
     _write_json(os.path.join(work_dir, "report.json"), report)
+    for name in builders:  # TensorBoard logs of every (resumed) session
+        logs = os.path.join(backup_dir, name, "tensorboard")
+        if os.path.isdir(logs):
+            shutil.copytree(logs, os.path.join(work_dir, "tensorboard", name))
     _move_into_place(work_dir, run_dir)
     shutil.rmtree(backup_dir, ignore_errors=True)
     print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
