@@ -196,6 +196,8 @@ def test_killed_run_resumes_and_never_leaves_a_mix(tmp_path):
     report = json.loads((tmp_path / "out" / "r" / "report.json").read_text())
     for name in ("cnn", "st_cnn"):
         assert len(report["history"][name]["loss"]) == 3
+        # The held-out curve: MNIST train[55000:], never the test set.
+        assert len(report["history"][name]["val_accuracy"]) == 3
         assert len(report["models"][name]["seconds_per_epoch"]) == 3
     assert sorted(os.listdir(tmp_path / "out")) == ["r"]  # backup removed
     assert np.isfinite(report["models"]["st_cnn"]["test_error_percent"])

@@ -41,9 +41,21 @@ class TestMnistLoader:
             [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
         assert abs(images.mean() * 255 - 33.79) < 0.01
 
+    @needs_mnist
+    def test_fit_and_validation_split_the_training_set(self):
+        sizes = {split: int(keras_stn.paper.datasets.load_mnist(
+            split, mnist_dir=MNIST_DIR).cardinality())
+            for split in ("train", "fit", "validation")}
+        assert sizes == {"train": 60000, "fit": 55000, "validation": 5000}
+        first_held_out = next(iter(keras_stn.paper.datasets.load_mnist(
+            "validation", mnist_dir=MNIST_DIR)))[0]
+        digit_55000 = next(iter(keras_stn.paper.datasets.load_mnist(
+            "train", mnist_dir=MNIST_DIR).skip(55000)))[0]
+        np.testing.assert_array_equal(first_held_out, digit_55000)
+
     def test_bad_split(self):
-        with pytest.raises(ValueError, match="split.*validation"):
-            keras_stn.paper.datasets.load_mnist("validation")
+        with pytest.raises(ValueError, match="split.*'valid'"):
+            keras_stn.paper.datasets.load_mnist("valid")
 
     def test_folder_without_idx_files(self, tmp_path):
         with pytest.raises(ValueError, match="mnist_dir.*lacks"):

@@ -28,7 +28,11 @@ _MNIST_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
-_SPLITS = ("train", "test")
+# "fit" and "validation" split MNIST's training set: the first 55,000
+# digits to train on, the last 5,000 held out (never the test set).
+_SPLITS = ("train", "test", "fit", "validation")
+_TFDS_SPLITS = {"train": "train", "test": "test", "fit": "train[:55000]",
+                "validation": "train[55000:]"}
 
 
 def resolve_mnist_dir(mnist_dir=None):
@@ -84,7 +88,9 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
     """MNIST as a `tf.data.Dataset` of `(image, label)` pairs.
 
     Args:
-        split: `"train"` (60,000 digits) or `"test"` (10,000).
+        split: `"train"` (60,000 digits), `"test"` (10,000), or the
+            training set split in two: `"fit"` (its first 55,000) and
+            `"validation"` (its last 5,000, held out).
         mnist_dir: folder of the four original IDX files for offline use;
             defaults to `$KERAS_STN_MNIST_DIR`; `None` downloads.
         data_dir: where tfds keeps the prepared dataset; defaults to
@@ -113,7 +119,7 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
     download_config = tfds.download.DownloadConfig(manual_dir=mnist_dir)
     dataset = tfds.load(
         "mnist",
-        split=split,
+        split=_TFDS_SPLITS[split],
         as_supervised=True,
         shuffle_files=False,
         data_dir=data_dir,
@@ -313,7 +319,8 @@ def distorted_mnist(split, distortion, seed=0, repeat=False, mnist_dir=None,
           with six 6×6 patches of other digits as clutter.
 
     Args:
-        split: `"train"` or `"test"`.
+        split: `"train"`, `"test"`, `"fit"` or `"validation"` (as in
+            `load_mnist`).
         distortion: one of `DISTORTIONS`.
         seed: int.
         repeat: repeat forever (training).

@@ -7,13 +7,15 @@
    scored by both models).
 2. Models: `models.paper_cnn` and `models.paper_st_cnn` (the transformer
    downsamples 42 and 60 pixel canvases).
-3. Train each with Adam and a cosine learning-rate decay, with a Keras
-   progress bar; time every epoch.
+3. Train each with Adam and a cosine learning-rate decay on MNIST's first
+   55,000 training digits, with a Keras progress bar, scoring the 5,000
+   held-out ones after every epoch; time every epoch; resume after a kill;
+   TensorBoard logs (with the transformer's snapshots).
 4. Evaluate both on the same test images.
 5. Export the ST-CNN: `model.keras`, a SavedModel, a builtins-only
    `model.tflite` whose parity with Keras is checked; `report.json`;
    `transforms.png` (test inputs beside the transformer's outputs) and
-   `training_curves.png`.
+   `training_curves.png` (training and held-out loss and error per epoch).
 """
 
 import json
@@ -47,6 +49,8 @@ DEFAULTS = {"distortion": "RTS", "epochs": 10, "steps_per_epoch": 500,
             "seed": 0}
 SMOKE = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16,
          "test_examples": 64}
+# Held-out digits (MNIST train[55000:]) scored after every epoch.
+VALIDATION_EXAMPLES = 5000
 # TFLite float32 must agree with Keras to this (logits; float rounding).
 TFLITE_PARITY_TOLERANCE = 1e-3
 
@@ -91,8 +95,8 @@ class _EpochLog(keras.callbacks.Callback):
         return [entry["seconds"] for entry in self.entries]
 
 
-def _train(name, build, train, epochs, steps_per_epoch, learning_rate,
-           verbose, backup_dir, snapshot_inputs=None):
+def _train(name, build, train, validation, epochs, steps_per_epoch,
+           learning_rate, verbose, backup_dir, snapshot_inputs=None):
     """Trains (or resumes, or reloads) one model; returns it, its history and
     its seconds per epoch.
 
@@ -129,8 +133,8 @@ def _train(name, build, train, epochs, steps_per_epoch, learning_rate,
     if snapshot_inputs is not None:
         watchers.append(TransformerSnapshots(snapshot_inputs, log_dir))
     model.fit(stream, epochs=epochs, steps_per_epoch=steps_per_epoch,
-              shuffle=False, callbacks=[backup, log, *watchers],
-              verbose=verbose)
+              validation_data=validation, shuffle=False,
+              callbacks=[backup, log, *watchers], verbose=verbose)
     model.save(os.path.join(model_dir, "model.keras"))
     _write_json(done, {"history": log.history(), "seconds": log.seconds()})
     return model, log.history(), log.seconds()
@@ -196,13 +200,23 @@ def _save_pictures(output_dir, st_cnn, test, histories, distortion):
     plt.close(figure)
 
     figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, history in histories.items():
+    for index, (name, history) in enumerate(histories.items()):
         epochs = np.arange(1, len(history["loss"]) + 1)
-        loss_axis.plot(epochs, history["loss"], marker="o", label=name)
+        color = f"C{index}"
+        loss_axis.plot(epochs, history["loss"], marker="o", color=color,
+                       label=f"{name} training")
         error_axis.plot(epochs, 100 * (1 - np.array(history["accuracy"])),
-                        marker="o", label=name)
-    loss_axis.set(xlabel="epoch", ylabel="training loss", yscale="log")
-    error_axis.set(xlabel="epoch", ylabel="training error (%)", yscale="log")
+                        marker="o", color=color, label=f"{name} training")
+        if "val_accuracy" in history:
+            loss_axis.plot(epochs, history["val_loss"], marker="s",
+                           linestyle="--", color=color,
+                           label=f"{name} held out")
+            error_axis.plot(
+                epochs, 100 * (1 - np.array(history["val_accuracy"])),
+                marker="s", linestyle="--", color=color,
+                label=f"{name} held out")
+    loss_axis.set(xlabel="epoch", ylabel="loss", yscale="log")
+    error_axis.set(xlabel="epoch", ylabel="error (%)", yscale="log")
     for axis in (loss_axis, error_axis):
         axis.legend()
         axis.grid(alpha=0.3)
@@ -288,10 +302,12 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
             "matplotlib and writes TensorBoard logs: pip install "
             "'keras-stn[examples]' (or matplotlib and tensorboard)."
         ) from error
+    validation_examples = VALIDATION_EXAMPLES
     if smoke:
         epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
         batch_size = SMOKE["batch_size"]
         test_examples = min(test_examples, SMOKE["test_examples"])
+        validation_examples = SMOKE["test_examples"]
     if distortion not in datasets.DISTORTIONS:
         raise ValueError(
             "Invalid value for argument `distortion`. Expected one of "
@@ -312,16 +328,21 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     start = time.perf_counter()
 
     # -- Data
+    # Trained on MNIST's first 55,000 training digits; the last 5,000 are
+    # the held-out curve (the test set is only scored at the end).
     train = datasets.distorted_mnist(
-        "train", distortion, seed=seed, repeat=True, mnist_dir=mnist_dir,
+        "fit", distortion, seed=seed, repeat=True, mnist_dir=mnist_dir,
         data_dir=data_dir).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    validation = datasets.distorted_mnist(
+        "validation", distortion, seed=seed, mnist_dir=mnist_dir,
+        data_dir=data_dir).take(validation_examples).batch(256).cache()
     test = datasets.distorted_mnist(
         "test", distortion, seed=seed, mnist_dir=mnist_dir, data_dir=data_dir)
     test = test.take(test_examples).batch(256).cache()
     size = datasets.CANVAS_SIZES[distortion]
 
     # Fixed held-out inputs whose transformation TensorBoard shows per epoch.
-    snapshot_inputs = next(iter(test.unbatch().batch(16)))[0].numpy()
+    snapshot_inputs = next(iter(validation.unbatch().batch(16)))[0].numpy()
 
     # -- Models, training, evaluation
     results, histories, trained = {}, {}, {}
@@ -335,8 +356,8 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         print(f"\n== {name} on {distortion}: {epochs} × {steps_per_epoch} "
               f"steps of {batch_size}")
         model, history, seconds = _train(
-            name, build, train, epochs, steps_per_epoch, learning_rate,
-            verbose, backup_dir,
+            name, build, train, validation, epochs, steps_per_epoch,
+            learning_rate, verbose, backup_dir,
             snapshot_inputs=snapshot_inputs if name == "st_cnn" else None)
         _, accuracy = model.evaluate(test, verbose=0)
         results[name] = {
@@ -367,6 +388,8 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         "learning_rate": learning_rate,
         "seed": seed,
         "test_examples": test_examples,
+        "validation_examples": validation_examples,
+        "training_digits": "MNIST train[:55000]; held out: train[55000:]",
         "smoke": smoke,
         "models": results,
         "st_cnn_beats_cnn": results["st_cnn"]["test_error_percent"]
