@@ -10,12 +10,13 @@ shows the traceback instead. TensorFlow's C++ and absl logs stay off unless
 import argparse
 import contextlib
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
 
 import numpy as np
+
+from keras_stn._files import move_into_place
 
 _QUANTIZATION_CHOICES = ("float32", "float16", "dynamic_range", "int8")
 _PROG = "keras-stn"
@@ -144,7 +145,7 @@ def _export(args):
         for source, target in ((saved_model, args.saved_model),
                                (path, args.tflite)):
             if target:
-                _move_into_place(source, target)
+                move_into_place(source, target)
     if args.saved_model:
         print(f"SavedModel: {args.saved_model}")
     if not args.tflite:
@@ -158,20 +159,6 @@ def _export(args):
     if "top1_agreement" in first:
         print(f"parity: top-1 agreement {first['top1_agreement']:.2%}")
     return 0
-
-
-def _move_into_place(source, target):
-    """Moves a finished file or folder to `target`, replacing what is there."""
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    staged = os.path.join(parent, f".{os.path.basename(target)}.incoming")
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.move(source, staged)
-    if os.path.isdir(target):
-        shutil.rmtree(target)
-    elif os.path.exists(target):
-        os.remove(target)
-    os.replace(staged, target)
 
 
 def _train(args):
@@ -276,18 +263,11 @@ def build_parser():
     return parser
 
 
-def _quiet_tensorflow():
-    """Keeps TensorFlow's C++ and absl logs off; must run before it loads."""
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--verbose" not in argv:
-        _quiet_tensorflow()
-    parser = build_parser()  # imports TensorFlow
+    # The package itself silenced TensorFlow's C++ logs before loading it
+    # (see keras_stn/__init__.py); Python-side loggers are quieted here.
+    parser = build_parser()
     if "--verbose" not in argv:
         import absl.logging
         import tensorflow as tf

@@ -29,6 +29,8 @@ import tensorflow as tf
 
 from keras_stn.paper import datasets
 from keras_stn import export
+from keras_stn._files import move_into_place
+from keras_stn._files import write_json
 from keras_stn.callbacks import TransformerSnapshots
 from keras_stn.paper import models
 
@@ -55,15 +57,6 @@ VALIDATION_EXAMPLES = 5000
 TFLITE_PARITY_TOLERANCE = 1e-3
 
 
-def _write_json(path, value):
-    """Writes `value` to `path` whole or not at all (a kill mid-write
-    leaves the previous file)."""
-    staged = path + ".incoming"
-    with open(staged, "w") as file:
-        json.dump(value, file, indent=2)
-    os.replace(staged, path)
-
-
 class _EpochLog(keras.callbacks.Callback):
     """Per-epoch metrics and seconds, kept on disk so that a resumed run
     reports every epoch, as an uninterrupted one does."""
@@ -84,7 +77,7 @@ class _EpochLog(keras.callbacks.Callback):
             "seconds": time.perf_counter() - self._start,
             "logs": {key: float(value) for key, value in (logs or {}).items()},
         })
-        _write_json(self.path, self.entries)
+        write_json(self.path, self.entries)
 
     def history(self):
         keys = self.entries[0]["logs"] if self.entries else {}
@@ -136,20 +129,8 @@ def _train(name, build, train, validation, epochs, steps_per_epoch,
               validation_data=validation, shuffle=False,
               callbacks=[backup, log, *watchers], verbose=verbose)
     model.save(os.path.join(model_dir, "model.keras"))
-    _write_json(done, {"history": log.history(), "seconds": log.seconds()})
+    write_json(done, {"history": log.history(), "seconds": log.seconds()})
     return model, log.history(), log.seconds()
-
-
-def _move_into_place(source, target):
-    """Replaces `target` by the finished folder `source` (a rename: a kill
-    leaves either the old run or the new one, never a mix)."""
-    old = os.path.join(os.path.dirname(target),
-                       f".{os.path.basename(target)}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(target):
-        os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _prepare_backup(backup_dir, settings, restart):
@@ -169,7 +150,7 @@ def _prepare_backup(backup_dir, settings, restart):
                 "to resume it, or pass --restart to discard it.")
         return
     os.makedirs(backup_dir, exist_ok=True)
-    _write_json(path, settings)
+    write_json(path, settings)
 
 
 def _save_pictures(output_dir, st_cnn, test, histories, distortion):
@@ -403,12 +384,12 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
                            for key, values in history.items()}
                     for name, history in histories.items()},
     }
-    _write_json(os.path.join(work_dir, "report.json"), report)
+    write_json(os.path.join(work_dir, "report.json"), report)
     for name in builders:  # TensorBoard logs of every (resumed) session
         logs = os.path.join(backup_dir, name, "tensorboard")
         if os.path.isdir(logs):
             shutil.copytree(logs, os.path.join(work_dir, "tensorboard", name))
-    _move_into_place(work_dir, run_dir)
+    move_into_place(work_dir, run_dir)
     shutil.rmtree(backup_dir, ignore_errors=True)
     print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
           f"{results['st_cnn']['test_error_percent']:.2f} % test error on "
