@@ -49,17 +49,20 @@ def parse_args(argv=None):
 # -- Data ---------------------------------------------------------------------
 
 
-def pairs(split, seed, repeat, mnist_dir):
-    """Two RTS digits per example, stacked as channels; label = their sum."""
+def pairs(split, seed, repeat, mnist_dir, batch_size, count=None):
+    """Batches of two RTS digits per example, stacked as channels; label =
+    their sum."""
     first = keras_stn.paper.datasets.distorted_mnist(
-        split, "RTS", seed=seed, repeat=repeat, mnist_dir=mnist_dir)
-    # A second stream with another seed: other digits, other distortions.
+        split, "RTS", seed=seed, repeat=repeat, batch_size=batch_size,
+        count=count, mnist_dir=mnist_dir)
+    # A second stream with another seed: other digits, other distortions
+    # (shuffled, so never paired with itself).
     second = keras_stn.paper.datasets.distorted_mnist(
-        split, "RTS", seed=seed + 1000, repeat=True, mnist_dir=mnist_dir)
-    if not repeat:
-        second = second.skip(5000)  # not the same test digits as `first`
+        split, "RTS", seed=seed + 1000, repeat=True, batch_size=batch_size,
+        mnist_dir=mnist_dir)
     return tf.data.Dataset.zip((first, second)).map(
-        lambda a, b: (tf.concat([a[0], b[0]], axis=-1), a[1] + b[1]))
+        lambda a, b: (tf.concat([a[0], b[0][:tf.shape(a[0])[0]]], axis=-1),
+                      a[1] + b[1][:tf.shape(a[1])[0]]))
 
 
 # -- Model --------------------------------------------------------------------
@@ -116,10 +119,10 @@ def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
-    train = pairs("train", args.seed, True, args.mnist_dir)
-    train = train.batch(BATCH_SIZE).prefetch(tf.data.AUTOTUNE)
-    test = pairs("test", args.seed, False, args.mnist_dir)
-    test = test.take(args.test_examples).batch(256).cache()
+    train = pairs("train", args.seed, True, args.mnist_dir, BATCH_SIZE)
+    train = train.prefetch(tf.data.AUTOTUNE)
+    test = pairs("test", args.seed, False, args.mnist_dir, 256,
+                 count=args.test_examples).cache()
 
     model = build_model()
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -193,3 +193,18 @@ def test_formulations_ab_rejects_unknown_experiment(capsys):
     with pytest.raises(SystemExit):
         _script("formulations_ab").main(["--only", "warp_speed"])
     assert "unknown experiment" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(mnist_dir() is None, reason="needs the MNIST IDX folder")
+def test_main_job_throughput_smoke(capsys, monkeypatch):
+    result = _run_in_process(
+        "main_job_throughput", ["--distortions", "R", "--steps", "3",
+                                "--rounds", "1", "--batch-size", "8"],
+        capsys, monkeypatch, KERAS_STN_MNIST_DIR=mnist_dir())
+    rows = [line.split("|") for line in result.stdout.splitlines()
+            if line.startswith("| R |")]
+    assert [row[2].strip() for row in rows] == ["cnn", "st_cnn"]
+    for row in rows:
+        rates = [float(cell) for cell in row[3:7]]
+        assert all(rate > 0 for rate in rates)
+        assert rates[3] == pytest.approx(rates[2] / rates[0], abs=0.01)

@@ -25,8 +25,8 @@ needs_mnist = pytest.mark.skipif(
 WARPS = ("R", "RTS", "P", "E")
 
 
-def seeds(count, start=0):
-    return [tf.constant([11, start + index], tf.int64) for index in range(count)]
+def positions(count, start=0):
+    return tf.range(start, start + count, dtype=tf.int64)
 
 
 def digit_like():
@@ -37,95 +37,142 @@ def digit_like():
     return blob[..., None]
 
 
-def samples(distortion, count=4):
-    dataset = datasets.distorted_mnist("test", distortion, seed=3,
+def batch_of(image, count):
+    return np.repeat(image[None], count, axis=0)
+
+
+def samples(distortion, count=4, seed=3):
+    dataset = datasets.distorted_mnist("test", distortion, seed=seed,
+                                       batch_size=count, count=count,
                                        mnist_dir=MNIST_DIR)
-    return list(dataset.take(count))
+    return next(iter(dataset))
 
 
 @needs_mnist
 @pytest.mark.parametrize("distortion", datasets.DISTORTIONS)
 def test_shapes_ranges_and_determinism(distortion):
     size = datasets.CANVAS_SIZES[distortion]
-    first = samples(distortion)
-    again = samples(distortion)
-    for (image, label), (image_again, label_again) in zip(first, again):
-        assert image.shape == (size, size, 1) and image.dtype == tf.float32
-        assert label.dtype == tf.int64 and 0 <= int(label) <= 9
-        values = image.numpy()
-        assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-6
-        assert values.sum() > 10.0  # a digit is there
-        np.testing.assert_array_equal(values, image_again.numpy())
-        assert int(label) == int(label_again)
-    other_seed = list(datasets.distorted_mnist(
-        "test", distortion, seed=4, mnist_dir=MNIST_DIR).take(4))
-    assert any(not np.array_equal(a[0].numpy(), b[0].numpy())
-               for a, b in zip(first, other_seed))
+    images, labels = samples(distortion)
+    images_again, labels_again = samples(distortion)
+    assert images.shape == (4, size, size, 1) and images.dtype == tf.float32
+    assert labels.dtype == tf.int64
+    assert set(labels.numpy()) <= set(range(10))
+    values = images.numpy()
+    assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-6
+    assert (values.sum(axis=(1, 2, 3)) > 10.0).all()  # a digit is there
+    np.testing.assert_array_equal(values, images_again.numpy())
+    np.testing.assert_array_equal(labels.numpy(), labels_again.numpy())
+    other_seed = samples(distortion, seed=4)[0].numpy()
+    assert not np.array_equal(values, other_seed)
 
 
 @needs_mnist
-def test_test_set_is_independent_of_batching_and_streams_replay():
-    dataset = datasets.distorted_mnist("test", "RTS", seed=0, mnist_dir=MNIST_DIR)
-    one_by_one = np.stack([image.numpy() for image, _ in dataset.take(40)])
-    batched = np.concatenate([images.numpy() for images, _ in
-                              dataset.take(40).batch(16)])
-    np.testing.assert_array_equal(one_by_one, batched)
-    # A training stream is reproducible: the same seed replays it.
-    def stream():
-        train = datasets.distorted_mnist("train", "R", seed=0, repeat=True,
-                                         mnist_dir=MNIST_DIR)
-        return [image.numpy() for image, _ in train.take(3)]
+@pytest.mark.parametrize("distortion", datasets.DISTORTIONS)
+def test_examples_do_not_depend_on_the_batch_they_fall_in(distortion):
+    def stream(batch_size):
+        dataset = datasets.distorted_mnist(
+            "test", distortion, seed=0, batch_size=batch_size, count=40,
+            mnist_dir=MNIST_DIR)
+        return np.concatenate([images.numpy() for images, _ in dataset])
 
-    for a, b in zip(stream(), stream()):
-        np.testing.assert_array_equal(a, b)
+    by_16 = stream(16)
+    np.testing.assert_array_equal(by_16, stream(16))
+    # Parameters are bit-identical; the batched grid's matmul may round
+    # differently (≤ a few ulps of a [0, 1] image).
+    np.testing.assert_allclose(by_16, stream(7), atol=1e-4)
+    params = datasets.sample_distortions(distortion, 5, positions(16))
+    some = datasets.sample_distortions(distortion, 5, positions(5, start=3))
+    for key, values in params.items():
+        np.testing.assert_array_equal(values.numpy()[3:8], some[key].numpy())
+
+
+@needs_mnist
+@pytest.mark.parametrize("distortion", ["R", "TC"])
+def test_a_resumed_stream_continues_the_same_examples(distortion):
+    def batches(start, count):
+        train = datasets.distorted_mnist(
+            "fit", distortion, seed=0, repeat=True, batch_size=8,
+            start=start, mnist_dir=MNIST_DIR)
+        return [(images.numpy(), labels.numpy())
+                for images, labels in train.take(count)]
+
+    whole = batches(0, 4)
+    resumed = batches(16, 2)
+    for (images, labels), (again, labels_again) in zip(whole[2:], resumed):
+        np.testing.assert_array_equal(images, again)
+        np.testing.assert_array_equal(labels, labels_again)
+    # Reproducible: the same seed replays the stream.
+    for (images, _), (again, _) in zip(whole, batches(0, 4)):
+        np.testing.assert_array_equal(images, again)
 
 
 def test_parameter_ranges():
     many = 300
-    params = {d: [datasets.sample_distortion(d, s) for s in seeds(many)]
+    params = {d: datasets.sample_distortions(d, 11, positions(many))
               for d in datasets.DISTORTIONS}
-    angles = np.array([float(p["angle"]) for p in params["R"]])
+    angles = params["R"]["angle"].numpy()
     assert angles.min() >= -math.pi / 2 and angles.max() <= math.pi / 2
     assert angles.min() < -1.3 and angles.max() > 1.3  # spans the range
     rts = params["RTS"]
-    angles = np.array([float(p["angle"]) for p in rts])
-    scales = np.array([float(p["scale"]) for p in rts])
-    offsets = np.array([p["offset"].numpy() for p in rts])
-    assert np.abs(angles).max() <= math.pi / 4
+    assert np.abs(rts["angle"].numpy()).max() <= math.pi / 4
+    scales = rts["scale"].numpy()
     assert scales.min() >= 0.7 and scales.max() <= 1.2
-    room = (42 - 28 * scales) / 2
-    assert (np.abs(offsets) <= room[:, None] + 1e-5).all()
-    corner = np.concatenate([p["corner_noise"].numpy().ravel()
-                             for p in params["P"]])
-    control = np.concatenate([p["control_noise"].numpy().ravel()
-                              for p in params["E"]])
-    # Standard deviations 5 and 1.5 px, estimated from 2,400 / 9,600 draws.
+    assert scales.min() < 0.72 and scales.max() > 1.18
+    placement = rts["placement"].numpy()
+    assert placement.min() >= 0.0 and placement.max() < 1.0
+    corner = params["P"]["corner_noise"].numpy()
+    control = params["E"]["control_noise"].numpy()
+    assert corner.shape == (many, 4, 2) and control.shape == (many, 16, 2)
+    # Standard deviations 5 and 1.5 px, estimated from 2,400 / 9,600 draws
+    # (the estimate's own spread is ~1.5 % and ~0.7 %).
     assert abs(corner.std() - 5.0) < 0.25 and abs(control.std() - 1.5) < 0.05
+    assert abs(corner.mean()) < 0.3 and abs(control.mean()) < 0.05
     for name in ("P", "E"):
-        scale = np.array([float(p["scale"]) for p in params[name]])
+        scale = params[name]["scale"].numpy()
         assert scale.min() >= 0.75 and scale.max() <= 1.0
     tc = params["TC"]
-    assert all(p["clutter_position"].shape == (6, 2) for p in tc)
-    positions = np.stack([p["clutter_position"].numpy() for p in tc])
-    assert positions.min() >= 0 and positions.max() <= 54
-    offsets = np.stack([p["offset"].numpy() for p in tc])
-    assert np.abs(offsets).max() <= 16 and (offsets == np.round(offsets)).all()
+    positions_ = tc["clutter_position"].numpy()
+    sources = tc["clutter_source"].numpy()
+    assert positions_.shape == (many, 6, 2)
+    assert positions_.min() == 0 and positions_.max() == 54
+    assert sources.min() == 0 and sources.max() == 22
+    assert (positions_ == np.round(positions_)).all()
 
 
 def test_rotation_geometry_is_exact():
     image = digit_like()
-    quarter = {"angle": tf.constant(math.pi / 2)}
-    out = datasets.apply_distortion(image, "R", quarter).numpy()
+    quarter = {"angle": tf.constant([math.pi / 2])}
+    out = datasets.apply_distortions(image[None], "R", quarter).numpy()[0]
     # θ maps output (x, y) to input (−y, x): a quarter turn of the image.
     np.testing.assert_allclose(out, np.rot90(image, k=1), atol=1e-5)
 
 
+def reference_offset(image, angle, scale, placement, canvas):
+    """Where the ink of `image`, rotated and scaled, may go; written out."""
+    cos, sin = math.cos(angle), math.sin(angle)
+    rows, cols = np.nonzero(image[..., 0] > 0)
+    x, y = cols - 13.5, rows - 13.5
+    # Digit point d lands at offset + scale · Rᵀ d.
+    landed_x = scale * (cos * x + sin * y)
+    landed_y = scale * (-sin * x + cos * y)
+    half = (canvas - 1) / 2
+    offset = []
+    for values, fraction in zip((landed_x, landed_y), placement):
+        first, last = -half - values.min(), half - values.max()
+        offset.append(first + fraction * (last - first))
+    return np.array(offset)
+
+
 def test_rts_matches_an_independent_reference():
     image = digit_like()
-    angle, scale, offset = 0.3, 0.8, np.array([5.0, -3.0])
-    params = {"angle": tf.constant(angle), "scale": tf.constant(scale),
-              "offset": tf.constant(offset, tf.float32)}
-    out = datasets.apply_distortion(image, "RTS", params).numpy()
+    angle, scale, placement = 0.3, 0.8, (0.9, 0.2)
+    params = {"angle": tf.constant([angle]), "scale": tf.constant([scale]),
+              "placement": tf.constant([placement])}
+    out = datasets.apply_distortions(image[None], "RTS", params).numpy()[0]
+    offset = reference_offset(image, angle, scale, placement, 42)
+    np.testing.assert_allclose(
+        datasets.placement_offsets(image[None], "RTS", params).numpy()[0],
+        offset, atol=1e-4)
     # Canvas pixel u (from the canvas centre) reads digit pixel
     # R(angle) (u − offset) / scale; written directly in pixel units.
     rotation = np.array([[math.cos(angle), -math.sin(angle)],
@@ -144,86 +191,114 @@ def test_rts_matches_an_independent_reference():
 @pytest.mark.parametrize("distortion", ["RTS", "E"])
 def test_mass_stays_inside_the_canvas(distortion):
     image = digit_like()
-    for seed in seeds(40):
-        params = datasets.sample_distortion(distortion, seed)
-        out = datasets.apply_distortion(image, distortion, params).numpy()
-        if distortion == "RTS":
-            # Area scales by scale²: nothing is cut off at the edges.
-            expected = float(params["scale"]) ** 2 * image.sum()
-            assert abs(out.sum() - expected) < 0.03 * expected
-        else:
-            assert out[0].sum() + out[-1].sum() + out[:, 0].sum() \
-                + out[:, -1].sum() < 0.02 * out.sum()
+    count = 40
+    params = datasets.sample_distortions(distortion, 11, positions(count))
+    out = datasets.apply_distortions(
+        batch_of(image, count), distortion, params).numpy()[..., 0]
+    if distortion == "RTS":
+        # Area scales by scale²: nothing is cut off at the edges, even
+        # where the placement puts the ink against them.
+        expected = params["scale"].numpy() ** 2 * image.sum()
+        np.testing.assert_allclose(out.sum(axis=(1, 2)), expected, rtol=0.03)
+        # The placement range lets the ink (any value > 0) reach an edge.
+        edges = np.concatenate([out[:, 0], out[:, -1], out[:, :, 0],
+                                out[:, :, -1]], axis=1).max(axis=1)
+        assert (edges > 0).sum() >= 5
+    else:
+        border = (out[:, 0].sum(1) + out[:, -1].sum(1) + out[:, :, 0].sum(1)
+                  + out[:, :, -1].sum(1))
+        assert (border < 0.02 * out.sum(axis=(1, 2))).all()
 
 
 def test_projective_maps_moved_corners_back_to_the_digit_corners():
     # P's corners move by N(0, 5 px), which may push strokes to the edge;
     # what must hold is that H sends each moved corner to its digit corner.
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32)
-    for seed in seeds(20):
-        params = datasets.sample_distortion("P", seed)
-        moved = (float(params["scale"]) * corners
-                 + params["corner_noise"].numpy() / 14.0)
-        h = np.append(datasets._homography(tf.constant(moved),
-                                           tf.constant(corners)).numpy(), 1.0)
-        h = h.reshape(3, 3)
-        for point, corner in zip(moved, corners):
+    params = datasets.sample_distortions("P", 11, positions(20))
+    moved = (params["scale"].numpy()[:, None, None] * corners
+             + params["corner_noise"].numpy() / 14.0)
+    homographies = datasets._homographies(
+        tf.constant(moved), tf.constant(np.broadcast_to(corners, moved.shape)))
+    for h, points in zip(homographies.numpy(), moved):
+        h = np.append(h, 1.0).reshape(3, 3)
+        for point, corner in zip(points, corners):
             u, v, w = h @ np.array([point[0], point[1], 1.0])
             np.testing.assert_allclose([u / w, v / w], corner, atol=1e-4)
 
 
 def test_elastic_and_projective_without_noise_are_identity():
-    image = digit_like()
-    flat_e = {"scale": tf.constant(1.0), "control_noise": tf.zeros([16, 2])}
-    flat_p = {"scale": tf.constant(1.0), "corner_noise": tf.zeros([4, 2])}
+    image = digit_like()[None]
+    flat_e = {"scale": tf.constant([1.0]), "control_noise": tf.zeros([1, 16, 2])}
+    flat_p = {"scale": tf.constant([1.0]), "corner_noise": tf.zeros([1, 4, 2])}
     np.testing.assert_allclose(
-        datasets.apply_distortion(image, "E", flat_e).numpy(), image, atol=1e-5)
+        datasets.apply_distortions(image, "E", flat_e).numpy(), image, atol=1e-5)
     np.testing.assert_allclose(
-        datasets.apply_distortion(image, "P", flat_p).numpy(), image, atol=1e-5)
+        datasets.apply_distortions(image, "P", flat_p).numpy(), image, atol=1e-5)
 
 
 def test_translated_cluttered_layout():
     digit = np.zeros((28, 28, 1), np.float32)
     digit[10:18, 10:18] = 0.5
-    clutter = np.ones((6, 28, 28, 1), np.float32)
-    params = datasets.sample_distortion("TC", tf.constant([1, 2], tf.int64))
-    out = datasets.apply_distortion(digit, "TC", params, clutter).numpy()[..., 0]
-    expected = np.zeros((60, 60), np.float32)
-    # offset is (x, y): the digit's centre from the canvas centre, in pixels.
-    col, row = (params["offset"].numpy() + 16).astype(int)
-    expected[row + 10:row + 18, col + 10:col + 18] = 0.5
-    for top, left in params["clutter_position"].numpy().astype(int):
-        expected[top:top + 6, left:left + 6] = 1.0
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-    # Exactly six 6×6 patches of clutter (possibly overlapping).
-    assert len(params["clutter_position"]) == 6
+    count = 8
+    clutter = np.ones((count, 6, 28, 28, 1), np.float32)
+    params = datasets.sample_distortions("TC", 1, positions(count))
+    out = datasets.apply_distortions(batch_of(digit, count), "TC", params,
+                                     clutter).numpy()[..., 0]
+    for index in range(count):
+        expected = np.zeros((60, 60), np.float32)
+        # Digit pixel j lands on canvas pixel j + 16 + offset (whole pixels);
+        # its ink (pixels 10..17) fits for offsets in [-26, 26].
+        col, row = (-26 + np.minimum(np.floor(
+            params["placement"].numpy()[index] * 53), 52)).astype(int)
+        expected[row + 26:row + 34, col + 26:col + 34] = 0.5
+        for top, left in params["clutter_position"].numpy()[index].astype(int):
+            expected[top:top + 6, left:left + 6] = 1.0
+        np.testing.assert_array_equal(out[index], expected)
 
 
-def test_warps_are_the_packages_own_ops(monkeypatch):
+def test_clutter_patches_come_from_their_source_position():
+    digits = np.arange(6 * 28 * 28, dtype=np.float32).reshape(1, 6, 28, 28, 1)
+    params = {"clutter_source": tf.constant([[[0, 0], [3, 5], [22, 22],
+                                              [1, 2], [7, 0], [0, 9]]], tf.float32),
+              "clutter_position": tf.constant([[[0, 0], [54, 54], [10, 40],
+                                                [30, 2], [5, 20], [40, 40]]],
+                                              tf.float32)}
+    layer = datasets._clutter(tf.constant(digits), params).numpy()[0, ..., 0]
+    for index in range(6):
+        (sr, sc), (top, left) = (params["clutter_source"].numpy()[0, index],
+                                 params["clutter_position"].numpy()[0, index])
+        sr, sc, top, left = int(sr), int(sc), int(top), int(left)
+        np.testing.assert_array_equal(
+            layer[top:top + 6, left:left + 6],
+            digits[0, index, sr:sr + 6, sc:sc + 6, 0])
+    assert (layer > 0).sum() == 6 * 36 - 1  # digit 0's pixel (0, 0) is 0
+
+
+def test_warps_are_one_grid_sample_per_batch(monkeypatch):
     calls = []
     original = keras_stn.sampling.grid_sample
 
     def spy(*args, **kwargs):
-        calls.append(args[1].shape)
+        calls.append(tuple(args[1].shape))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(keras_stn.sampling, "grid_sample", spy)
-    image = digit_like()
+    images = batch_of(digit_like(), 5)
     for distortion in WARPS + ("TC",):
-        params = datasets.sample_distortion(distortion, tf.constant([0, 1],
-                                                                    tf.int64))
-        clutter = np.zeros((6, 28, 28, 1), np.float32)
-        datasets.apply_distortion(image, distortion, params, clutter)
+        params = datasets.sample_distortions(distortion, 0, positions(5))
+        clutter = np.zeros((5, 6, 28, 28, 1), np.float32)
+        datasets.apply_distortions(images, distortion, params, clutter)
     size = datasets.CANVAS_SIZES
-    assert calls == [(1, size[d], size[d], 2) for d in WARPS + ("TC",)]
+    assert calls == [(5, size[d], size[d], 2) for d in WARPS + ("TC",)]
 
 
 def test_bad_distortion():
     with pytest.raises(ValueError, match=r"distortion.*'RST'"):
-        datasets.sample_distortion("RST", tf.constant([0, 0], tf.int64))
+        datasets.sample_distortions("RST", 0, positions(2))
     with pytest.raises(ValueError, match="clutter"):
-        datasets.apply_distortion(digit_like(), "TC", datasets.sample_distortion(
-            "TC", tf.constant([0, 0], tf.int64)))
+        datasets.apply_distortions(
+            digit_like()[None], "TC",
+            datasets.sample_distortions("TC", 0, positions(1)))
 
 
 def _run_smoke(command, tmp_path):
@@ -242,12 +317,20 @@ def test_main_job_smoke_end_to_end(tmp_path):
     run_dir = tmp_path / "rts-smoke"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["distortion"] == "RTS" and report["smoke"] is True
+    assert report["budget"] == "quick" and report["transform"] == "affine"
+    assert report["command"].startswith("python examples/distorted_mnist.py")
+    assert report["peak_rss_mb"] > 100
+    low, high = report["error_difference_ci95_percent"]
+    assert low <= report["error_difference_percent"] <= high
+    assert report["st_cnn_beats_cnn_significantly"] == (low > 0)
     for name in ("cnn", "st_cnn"):
         model = report["models"][name]
         assert 0.0 <= model["test_error_percent"] <= 100.0
         assert model["parameters"] > 10000
         assert len(model["seconds_per_epoch"]) == report["epochs"]
         assert model["paper_test_error_percent"] in (0.8, 0.5)
+        low, high = model["test_error_ci95_percent"]
+        assert low <= model["test_error_percent"] <= high
     assert report["export"]["parity"]["tflite_max_abs"] <= 1e-3
     ops = report["export"]["tflite_ops"]
     assert "GATHER" in ops and not [op for op in ops if "FLEX" in op
@@ -277,3 +360,29 @@ def test_results_table_reads_the_committed_reports():
     # The default run: the ST-CNN beats the CNN on RTS.
     assert report["st_cnn_beats_cnn"] and not report["smoke"]
     assert report["wall_seconds"] <= 20 * 60
+
+
+@needs_mnist
+def test_mnist_arrays_hold_load_mnists_digits_in_order():
+    images, labels = datasets.mnist_arrays("validation", mnist_dir=MNIST_DIR)
+    assert images.shape == (5000, 28, 28, 1) and images.dtype == np.uint8
+    streamed = next(iter(datasets.load_mnist(
+        "validation", mnist_dir=MNIST_DIR).batch(50)))
+    np.testing.assert_array_equal(
+        images[:50].astype(np.float32) / np.float32(255.0), streamed[0].numpy())
+    np.testing.assert_array_equal(labels[:50], streamed[1].numpy())
+    assert not images.flags.writeable  # shared by every pipeline
+
+
+def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
+    from keras_stn.paper import experiment
+
+    assert experiment.BUDGETS["paper"]["epochs"] * experiment.BUDGETS[
+        "paper"]["steps_per_epoch"] > 2 * experiment.BUDGETS["quick"][
+        "epochs"] * experiment.BUDGETS["quick"]["steps_per_epoch"]
+    with pytest.raises(ValueError, match=r"`budget`.*'quick', 'paper'.*'huge'"):
+        experiment.run(budget="huge", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"`transform`.*\['affine'\].*'tps'"):
+        experiment.run(distortion="TC", transform="tps",
+                       output_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())

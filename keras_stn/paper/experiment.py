@@ -20,7 +20,9 @@
 
 import json
 import os
+import resource
 import shutil
+import sys
 import time
 
 import keras
@@ -43,12 +45,24 @@ PAPER_TEST_ERROR = {
     "E": {"cnn": 1.4, "st_cnn": 1.2},
     "TC": {"cnn": 3.5, "st_cnn": 1.7},
 }
+# Table 1's ST-CNN rows: % test error per transform (TC: affine only).
+PAPER_ST_CNN_ERROR = {
+    "affine": {"R": 0.7, "RTS": 0.5, "P": 0.8, "E": 1.2, "TC": 1.7},
+    "projective": {"R": 0.8, "RTS": 0.6, "P": 0.8, "E": 1.3},
+    "tps": {"R": 0.7, "RTS": 0.5, "P": 0.8, "E": 1.1},
+}
 # The transformer's output canvas: 42 and 60 pixel inputs are downsampled.
 ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
                   "TC": (30, 30)}
-DEFAULTS = {"distortion": "RTS", "epochs": 10, "steps_per_epoch": 500,
-            "batch_size": 64, "learning_rate": 1e-3, "test_examples": 10000,
-            "seed": 0}
+DEFAULTS = {"distortion": "RTS", "budget": "quick", "transform": "affine",
+            "learning_rate": 1e-3, "test_examples": 10000, "seed": 0}
+# Training budgets (the same for both models): "quick" is the default run,
+# "paper" trains until the held-out curves flatten (learning rate decayed
+# to zero), inside 90 minutes per distortion on a 2-core CPU.
+BUDGETS = {
+    "quick": {"epochs": 10, "steps_per_epoch": 500, "batch_size": 64},
+    "paper": {"epochs": 20, "steps_per_epoch": 1000, "batch_size": 64},
+}
 SMOKE = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16,
          "test_examples": 64}
 # Held-out digits (MNIST train[55000:]) scored after every epoch.
@@ -88,11 +102,25 @@ class _EpochLog(keras.callbacks.Callback):
         return [entry["seconds"] for entry in self.entries]
 
 
-def _train(name, build, train, validation, epochs, steps_per_epoch,
+def compile_model(model, learning_rate, total_steps):
+    """Compiles a model as the main job trains it: Adam, the learning rate
+    following a cosine decay to zero over `total_steps`, cross-entropy on
+    logits, accuracy."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=total_steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    return model
+
+
+def _train(name, build, train_stream, validation, epochs, steps_per_epoch,
            learning_rate, verbose, backup_dir, snapshot_inputs=None):
     """Trains (or resumes, or reloads) one model; returns it, its history and
     its seconds per epoch.
 
+    `train_stream(epoch)` is the training stream from that epoch on.
     Progress lives in `backup_dir/<name>/`: Keras' `BackupAndRestore`
     checkpoint (weights, optimizer, epoch), the per-epoch log, and once
     trained the model itself, so that a killed run picks up where it was.
@@ -106,19 +134,13 @@ def _train(name, build, train, validation, epochs, steps_per_epoch,
         print(f"== {name}: trained in an earlier, interrupted run; reloaded")
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
         return model, finished["history"], finished["seconds"]
-    model = build()
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=epochs * steps_per_epoch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+    model = compile_model(build(), learning_rate, epochs * steps_per_epoch)
     log = _EpochLog(os.path.join(model_dir, "epochs.json"))
     if log.entries:
         print(f"== {name}: resuming after epoch {len(log.entries)} of "
               f"{epochs} (an earlier run was interrupted)")
     # The stream continues where the finished epochs left it.
-    stream = train.skip(len(log.entries) * steps_per_epoch)
+    stream = train_stream(len(log.entries))
     backup = keras.callbacks.BackupAndRestore(
         os.path.join(model_dir, "checkpoint"), delete_checkpoint=False)
     log_dir = os.path.join(model_dir, "tensorboard")
@@ -131,6 +153,27 @@ def _train(name, build, train, validation, epochs, steps_per_epoch,
     model.save(os.path.join(model_dir, "model.keras"))
     write_json(done, {"history": log.history(), "seconds": log.seconds()})
     return model, log.history(), log.seconds()
+
+
+def _command_line():
+    """This process's command line, as a user would type it."""
+    program, *arguments = sys.argv
+    if os.path.basename(program).startswith("keras-stn"):
+        program = "keras-stn"
+    elif program.endswith(os.path.join("keras_stn", "cli.py")):
+        program = "python -m keras_stn.cli"
+    else:
+        program = "python " + os.path.relpath(program)
+    return " ".join([program, *arguments])
+
+
+def _interval(values):
+    """Mean and 95 % interval of per-digit values, in percent."""
+    mean = values.mean()
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(
+        values) > 1 else float("nan")
+    return [round(float(100.0 * (mean - half)), 2),
+            round(float(100.0 * (mean + half)), 2)]
 
 
 def _prepare_backup(backup_dir, settings, restart):
@@ -242,30 +285,38 @@ def _export(output_dir, st_cnn, test):
     }
 
 
-def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
-        steps_per_epoch=DEFAULTS["steps_per_epoch"],
-        batch_size=DEFAULTS["batch_size"],
+def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
+        epochs=None, steps_per_epoch=None, batch_size=None,
+        transform=DEFAULTS["transform"],
         learning_rate=DEFAULTS["learning_rate"],
         test_examples=DEFAULTS["test_examples"], seed=DEFAULTS["seed"],
         output_dir="saved_models", run_name=None, mnist_dir=None,
-        data_dir=None, smoke=False, verbose=1, restart=False):
+        data_dir=None, smoke=False, verbose=1, restart=False, command=None):
     """Trains the CNN baseline and the ST-CNN on one distortion and reports.
 
     Args:
         distortion: one of `datasets.DISTORTIONS`.
-        epochs, steps_per_epoch, batch_size, learning_rate: training budget
-            (the same for both models); the learning rate follows a cosine
-            decay to zero.
+        budget: `"quick"` or `"paper"` (`BUDGETS`): epochs, steps per
+            epoch and batch size, unless given below.
+        epochs, steps_per_epoch, batch_size: override the budget's.
+        transform: the ST-CNN's transform (`"affine"`, `"projective"`,
+            `"tps"`, ...); the paper's Table 1 has all three.
+        learning_rate: Adam's initial learning rate, decayed to zero along
+            a cosine (the same for both models).
         test_examples: how many test digits (of 10,000) to score.
         seed: seeds the weights, the training stream and the test set.
         output_dir: parent folder of the run's folder.
-        run_name: the run's folder name; defaults to the distortion, in
-            lower case (`saved_models/rts/`), with `-smoke` for smoke runs.
+        run_name: the run's folder name; defaults to the distortion in
+            lower case, then `-<transform>` unless affine, `-paper` for the
+            paper budget and `-smoke` for smoke runs (`saved_models/rts/`,
+            `saved_models/p-projective-paper/`).
         mnist_dir, data_dir: as in `datasets.load_mnist`.
         smoke: a few steps on 64 test digits, to check the whole pipeline.
         verbose: Keras' `fit` verbosity (1: progress bar).
         restart: discard the progress an interrupted run with this name
             left (by default it is resumed after its last finished epoch).
+        command: how the run was started, for the report (default: this
+            process's command line).
 
     The run is written to `<output_dir>/.<run_name>.partial/` and renamed to
     `<output_dir>/<run_name>/` once everything is written; its progress
@@ -283,6 +334,21 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
             "matplotlib and writes TensorBoard logs: pip install "
             "'keras-stn[examples]' (or matplotlib and tensorboard)."
         ) from error
+    if budget not in BUDGETS:
+        raise ValueError(
+            f"Invalid value for argument `budget`. Expected one of "
+            f"{tuple(BUDGETS)}. Received: budget={budget!r}")
+    epochs = epochs or BUDGETS[budget]["epochs"]
+    steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]
+    batch_size = batch_size or BUDGETS[budget]["batch_size"]
+    if transform not in PAPER_ST_CNN_ERROR or distortion not in (
+            PAPER_ST_CNN_ERROR[transform]):
+        choices = [name for name, rows in PAPER_ST_CNN_ERROR.items()
+                   if distortion in rows]
+        raise ValueError(
+            f"Invalid value for argument `transform`. Expected one of "
+            f"{choices} for distortion {distortion!r} (the paper's Table 1). "
+            f"Received: transform={transform!r}")
     validation_examples = VALIDATION_EXAMPLES
     if smoke:
         epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
@@ -293,11 +359,14 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         raise ValueError(
             "Invalid value for argument `distortion`. Expected one of "
             f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
-    run_name = run_name or distortion.lower() + ("-smoke" if smoke else "")
+    run_name = run_name or "".join([
+        distortion.lower(), "" if transform == "affine" else f"-{transform}",
+        "-paper" if budget == "paper" else "", "-smoke" if smoke else ""])
     run_dir = os.path.join(output_dir, run_name)
     # Checked before anything is written (download when no folder is set).
     mnist_dir = datasets.resolve_mnist_dir(mnist_dir)
-    settings = {"distortion": distortion, "epochs": epochs,
+    settings = {"distortion": distortion, "transform": transform,
+                "budget": budget, "epochs": epochs,
                 "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                 "learning_rate": learning_rate, "seed": seed,
                 "test_examples": test_examples, "smoke": smoke}
@@ -311,15 +380,19 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     # -- Data
     # Trained on MNIST's first 55,000 training digits; the last 5,000 are
     # the held-out curve (the test set is only scored at the end).
-    train = datasets.distorted_mnist(
-        "fit", distortion, seed=seed, repeat=True, mnist_dir=mnist_dir,
-        data_dir=data_dir).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def train_stream(epoch):
+        return datasets.distorted_mnist(
+            "fit", distortion, seed=seed, repeat=True, batch_size=batch_size,
+            start=epoch * steps_per_epoch * batch_size, mnist_dir=mnist_dir,
+            data_dir=data_dir).prefetch(tf.data.AUTOTUNE)
+
     validation = datasets.distorted_mnist(
-        "validation", distortion, seed=seed, mnist_dir=mnist_dir,
-        data_dir=data_dir).take(validation_examples).batch(256).cache()
+        "validation", distortion, seed=seed, batch_size=256,
+        count=validation_examples, mnist_dir=mnist_dir,
+        data_dir=data_dir).cache()
     test = datasets.distorted_mnist(
-        "test", distortion, seed=seed, mnist_dir=mnist_dir, data_dir=data_dir)
-    test = test.take(test_examples).batch(256).cache()
+        "test", distortion, seed=seed, batch_size=256, count=test_examples,
+        mnist_dir=mnist_dir, data_dir=data_dir).cache()
     size = datasets.CANVAS_SIZES[distortion]
 
     # Fixed held-out inputs whose transformation TensorBoard shows per epoch.
@@ -330,36 +403,49 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
     builders = {
         "cnn": lambda: models.paper_cnn((size, size, 1)),
         "st_cnn": lambda: models.paper_st_cnn(
-            (size, size, 1), output_size=ST_OUTPUT_SIZE[distortion]),
+            (size, size, 1), output_size=ST_OUTPUT_SIZE[distortion],
+            transform=transform),
     }
+    paper_error = {"cnn": PAPER_TEST_ERROR[distortion]["cnn"],
+                   "st_cnn": PAPER_ST_CNN_ERROR[transform][distortion]}
+    labels = np.concatenate([batch[1].numpy() for batch in test])
+    wrong = {}
     for name, build in builders.items():
         keras.utils.set_random_seed(seed)
         print(f"\n== {name} on {distortion}: {epochs} × {steps_per_epoch} "
               f"steps of {batch_size}")
         model, history, seconds = _train(
-            name, build, train, validation, epochs, steps_per_epoch,
+            name, build, train_stream, validation, epochs, steps_per_epoch,
             learning_rate, verbose, backup_dir,
             snapshot_inputs=snapshot_inputs if name == "st_cnn" else None)
-        _, accuracy = model.evaluate(test, verbose=0)
+        predictions = model.predict(test, verbose=0).argmax(-1)
+        wrong[name] = predictions != labels
         results[name] = {
-            "test_error_percent": round(100.0 * (1.0 - accuracy), 2),
+            "test_error_percent": round(float(100.0 * wrong[name].mean()), 2),
+            "test_error_ci95_percent": _interval(wrong[name].astype(float)),
             "parameters": int(model.count_params()),
             "seconds_per_epoch": [round(s, 1) for s in seconds],
             "train_seconds": round(sum(seconds), 1),
             "final_train_loss": round(float(history["loss"][-1]), 4),
-            "paper_test_error_percent": PAPER_TEST_ERROR[distortion][name],
+            "paper_test_error_percent": paper_error[name],
         }
         histories[name] = history
         trained[name] = model
         print(f"== {name}: test error {results[name]['test_error_percent']:.2f} % "
-              f"(paper {PAPER_TEST_ERROR[distortion][name]} %)")
+              f"(paper {paper_error[name]} %)")
 
     # -- Export and pictures, into the work folder
     exported = _export(work_dir, trained["st_cnn"], test)
     _save_pictures(work_dir, trained["st_cnn"], test, histories, distortion)
 
+    # Paired over the same test digits: CNN wrong minus ST-CNN wrong.
+    difference = wrong["cnn"].astype(float) - wrong["st_cnn"].astype(float)
+    interval = _interval(difference)
     report = {
         "distortion": distortion,
+        "transform": transform,
+        "budget": budget,
+        "command": _command_line() if command is None else command,
         "canvas": size,
         "st_output_size": ST_OUTPUT_SIZE[distortion] or (size, size),
         "epochs": epochs,
@@ -375,8 +461,16 @@ def run(distortion=DEFAULTS["distortion"], epochs=DEFAULTS["epochs"],
         "models": results,
         "st_cnn_beats_cnn": results["st_cnn"]["test_error_percent"]
         < results["cnn"]["test_error_percent"],
+        # The CNN's error minus the ST-CNN's, with its 95 % interval
+        # (normal approximation, paired: both models scored the same digits).
+        "error_difference_percent": round(float(100.0 * difference.mean()), 2),
+        "error_difference_ci95_percent": interval,
+        "st_cnn_beats_cnn_significantly": bool(interval[0] > 0),
+        "optimizer": "Adam, cosine learning-rate decay to 0 over the run",
         "export": exported,
         "wall_seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_mb": round(resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "environment": {"tensorflow": tf.__version__,
                         "keras": keras.__version__,
                         "cpus": os.cpu_count()},
@@ -401,11 +495,20 @@ def add_arguments(parser):
     """The command-line flags of `run`, shared by the CLI and the example."""
     parser.add_argument("--distortion", default=DEFAULTS["distortion"],
                         choices=datasets.DISTORTIONS)
-    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    parser.add_argument("--steps-per-epoch", type=int,
-                        default=DEFAULTS["steps_per_epoch"])
-    parser.add_argument("--batch-size", type=int,
-                        default=DEFAULTS["batch_size"])
+    parser.add_argument(
+        "--budget", default=DEFAULTS["budget"], choices=tuple(BUDGETS),
+        help="quick: 10 x 500 steps of 64 (minutes); paper: 20 x 1000 "
+             "steps of 64, until the curves flatten (up to 90 min per "
+             "distortion on 2 cores)")
+    parser.add_argument("--transform", default=DEFAULTS["transform"],
+                        choices=tuple(PAPER_ST_CNN_ERROR),
+                        help="the ST-CNN's transform (Table 1's rows)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the budget's epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="override the budget's steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the budget's batch size")
     parser.add_argument("--learning-rate", type=float,
                         default=DEFAULTS["learning_rate"])
     parser.add_argument("--test-examples", type=int,
@@ -439,7 +542,8 @@ def _check_report(report):
 
 
 def run_from_args(args):
-    return run(distortion=args.distortion, epochs=args.epochs,
+    return run(distortion=args.distortion, budget=args.budget,
+               transform=args.transform, epochs=args.epochs,
                steps_per_epoch=args.steps_per_epoch,
                batch_size=args.batch_size, learning_rate=args.learning_rate,
                test_examples=args.test_examples, seed=args.seed,
@@ -472,19 +576,26 @@ def results_table(output_dir="saved_models", warn=None):
             continue
         rows.append(report)
     rows.sort(key=lambda r: (datasets.DISTORTIONS.index(r["distortion"]),
-                             r["epochs"] * r["steps_per_epoch"]))
+                             r["epochs"] * r["steps_per_epoch"],
+                             r.get("transform", "affine")))
     lines = [
-        "| distortion | canvas → ST output | CNN (ours) | ST-CNN (ours) | "
-        "CNN (paper) | ST-CNN (paper) | budget | wall time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| distortion | ST | canvas → ST output | CNN (ours) | ST-CNN (ours) | "
+        "CNN − ST-CNN, 95 % CI | CNN (paper) | ST-CNN (paper) | budget | "
+        "wall time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in rows:
         cnn, st_cnn = report["models"]["cnn"], report["models"]["st_cnn"]
         output = report["st_output_size"]
+        interval = report.get("error_difference_ci95_percent")
+        difference = "—" if interval is None else (
+            f"{report['error_difference_percent']:.2f} "
+            f"[{interval[0]:.2f}, {interval[1]:.2f}]")
         lines.append(
-            f"| {report['distortion']} | {report['canvas']}² → {output[0]}² | "
+            f"| {report['distortion']} | {report.get('transform', 'affine')} | "
+            f"{report['canvas']}² → {output[0]}² | "
             f"{cnn['test_error_percent']:.2f} | "
-            f"**{st_cnn['test_error_percent']:.2f}** | "
+            f"**{st_cnn['test_error_percent']:.2f}** | {difference} | "
             f"{cnn['paper_test_error_percent']} | "
             f"{st_cnn['paper_test_error_percent']} | "
             f"{report['epochs']} × {report['steps_per_epoch']} × "
