@@ -1,4 +1,7 @@
-"""keras_stn: Spatial Transformer Networks as a Keras 3 / TensorFlow layer.
+"""keras_stn: Spatial Transformer Networks as a Keras 3 layer.
+
+It runs on Keras' TensorFlow, JAX and PyTorch backends (`keras_stn.backends`),
+and exports to builtins-only TFLite from TensorFlow.
 
 Convention: coordinates are normalised to [-1, 1], x then y, θ maps target
 (output) coordinates to source (input) coordinates and `align_corners` has
@@ -26,15 +29,7 @@ if (_os.path.basename(_sys.argv[0]).startswith("keras-stn")
     _os.close(_null)
     _sys.stderr = _os.fdopen(_python_stderr, "w", buffering=1)
 
-import keras as _keras  # noqa: E402
-
-if _keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        "keras_stn needs Keras 3 with the TensorFlow backend (its ops are "
-        "TensorFlow ops, for TFLite export). Set KERAS_BACKEND=tensorflow. "
-        f"Received: backend={_keras.backend.backend()!r}"
-    )
-
+from keras_stn import backends
 from keras_stn import callbacks
 from keras_stn import export
 from keras_stn import grid
@@ -67,6 +62,7 @@ __all__ = [
     "run_tflite",
     "tflite_ops",
     # Their modules.
+    "backends",
     "callbacks",
     "export",
     "grid",

@@ -89,10 +89,14 @@ class TransformerSnapshots(keras.callbacks.Callback):
         layer_inputs = self._probe(self.inputs, training=False)
         theta = layer.localization_net(layer_inputs, training=False)
         transform = layer._transform_for(len(layer_inputs.shape))  # noqa: SLF001
-        theta = transform.flatten(tf.cast(theta, tf.float32))
+        # NumPy from here: the callback runs on every Keras backend.
+        theta = keras.ops.convert_to_numpy(theta).astype(np.float32).reshape(
+            len(self.inputs), transform.num_params)
         outputs = layer(layer_inputs, training=False)
         if isinstance(outputs, (tuple, list)):
             outputs = outputs[0]
+        outputs = keras.ops.convert_to_numpy(outputs)
+        layer_inputs = keras.ops.convert_to_numpy(layer_inputs)
         with self._writer.as_default(step=epoch):
             tf.summary.image("inputs_and_outputs", _side_by_side(
                 layer_inputs, outputs), max_outputs=len(self.inputs))

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stn import backends
 from keras_stn import grid
 from keras_stn import sampling
 from keras_stn import spatial_transformer
@@ -343,6 +344,7 @@ def export_tflite(model, path, quantization=None, representative_dataset=None):
     outputs = keras_stn.run_tflite("saved_models/stn.tflite", images)
     ```
     """
+    backends.require_tensorflow("keras_stn.export_tflite")
     path = _check_tflite_path(path)
     if quantization not in _SUPPORTED_QUANTIZATION:
         raise ValueError(

@@ -13,9 +13,11 @@ import functools
 import warnings
 from fractions import Fraction
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stn import backends
 from keras_stn._compilation import current_target
 
 
@@ -244,8 +246,12 @@ def affine_grid(theta, size, align_corners=False, name=None):
     >>> keras_stn.affine_grid(tf.eye(3, 4)[None], (2, 4, 5)).shape
     TensorShape([1, 2, 4, 5, 3])
     """
+    size = check_size(size, ranks=(2, 3))
+    theta, backend = backends.checked(theta)
+    _check_theta(theta, size)
+    if backend.NAME != "tensorflow":
+        return backend.affine_grid(theta, size, align_corners)
     with tf.name_scope(name or SCOPE):
-        size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
         # [batch, k, N] products of θ's rows with the meshgrid, points last.
         grid = tf.transpose(
@@ -281,8 +287,13 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
     >>> y.numpy().tolist()
     [[[-0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, 0.5]]]
     """
+    size = check_size(size, ranks=(2, 3))
+    theta, backend = backends.checked(theta)
+    _check_theta(theta, size)
+    if backend.NAME != "tensorflow":
+        grid = backend.affine_grid(theta, size, align_corners)
+        return [grid[..., axis] for axis in range(len(size))]
     with tf.name_scope(name or SCOPE):
-        size = check_size(size, ranks=(2, 3))
         theta = _affine_matrices(theta, size)
         target = current_target()
         # One product per row of θ: slicing rows out of a joint product
@@ -294,16 +305,16 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
         ]
 
 
-def _affine_matrices(theta, size):
-    """Validated θ as float32 (float64) `[batch, k, k + 1]` matrices."""
+def _check_theta(theta, size):
+    """Raises unless `theta` (any backend's tensor) fits a `size` grid."""
     rank = len(size)
-    theta = tf.convert_to_tensor(theta)
-    if not theta.dtype.is_floating:
+    dtype = keras.backend.standardize_dtype(theta.dtype)
+    if not dtype.startswith(("float", "bfloat")):
         raise TypeError(
             "Invalid dtype for argument `theta`. Expected a floating "
-            f"dtype. Received: theta.dtype={theta.dtype.name}"
+            f"dtype. Received: theta.dtype={dtype}"
         )
-    shape = theta.shape
+    shape = tf.TensorShape(theta.shape)
     rows, cols = rank, rank + 1
     if not (
         (shape.rank == 3 and shape[1:].as_list() in ([rows, cols], [None, None]))
@@ -314,5 +325,10 @@ def _affine_matrices(theta, size):
             f"{cols}] or [batch, {rows * cols}] for a {rank}-D size "
             f"{size}. Received: theta.shape={shape}"
         )
+
+
+def _affine_matrices(theta, size):
+    """Checked TF θ as float32 (float64) `[batch, k, k + 1]` matrices."""
+    rank = len(size)
     theta = tf.cast(theta, coordinate_dtype(theta.dtype))
-    return tf.reshape(theta, [-1, rows, cols])
+    return tf.reshape(theta, [-1, rank, rank + 1])

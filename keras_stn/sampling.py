@@ -9,9 +9,11 @@ out-of-bounds read.
 
 import itertools
 
+import keras
 import tensorflow as tf
 
 from keras_stn import _bilinear
+from keras_stn import backends
 from keras_stn import _coordinates
 from keras_stn._bilinear import weighted
 from keras_stn._compilation import current_target
@@ -123,6 +125,14 @@ def grid_sample(
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_align_corners(align_corners)
+    backend = backends.for_values(images, grid)
+    if backend.NAME != "tensorflow":
+        images, _ = backends.checked(images)
+        grid, _ = backends.checked(grid)
+        _check_inputs(_spec(images), _spec(grid))
+        _check_spatial_rank(images.shape, interpolation)
+        return backend.grid_sample(images, grid, interpolation, padding_mode,
+                                   align_corners)
     with tf.name_scope(name or SCOPE):
         images = tf.convert_to_tensor(images)
         grid = tf.convert_to_tensor(grid)
@@ -166,6 +176,11 @@ def sample_coordinates(images, coords, interpolation="bilinear",
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_align_corners(align_corners)
+    if backends.name_of(images, *coords) != "tensorflow":
+        grid = keras.ops.stack([backends.checked(coord)[0] for coord in coords],
+                               axis=-1)
+        return grid_sample(images, grid, interpolation, padding_mode,
+                           align_corners)
     with tf.name_scope(name or SCOPE):
         images = tf.convert_to_tensor(images)
         coords = [tf.convert_to_tensor(coord) for coord in coords]
@@ -177,16 +192,26 @@ def sample_coordinates(images, coords, interpolation="bilinear",
 
 
 
-def _sample(images, coords, interpolation, padding_mode, align_corners):
-    """The sampler proper, on validated images and per-axis coordinates."""
-    spatial = images.shape.rank - 2
-    if interpolation == "bicubic" and spatial == 3:
+def _spec(value):
+    """A `tf.TensorSpec` of any backend's tensor, for the shared checks."""
+    return tf.TensorSpec(tuple(value.shape),
+                         keras.backend.standardize_dtype(value.dtype))
+
+
+def _check_spatial_rank(shape, interpolation):
+    if interpolation == "bicubic" and len(shape) == 5:
         raise ValueError(
             "Invalid value for argument `interpolation`: 'bicubic' "
             "samples 2-D images only (as in PyTorch). Use 'bilinear' "
             "(trilinear on volumes) or 'nearest'. Received: "
-            f"images.shape={images.shape}"
+            f"images.shape={tf.TensorShape(shape)}"
         )
+
+
+def _sample(images, coords, interpolation, padding_mode, align_corners):
+    """The sampler proper, on validated images and per-axis coordinates."""
+    spatial = images.shape.rank - 2
+    _check_spatial_rank(images.shape, interpolation)
     images, coords = _checked_at_run_time(images, coords)
     if images.shape[-1] == 0:
         # Nothing to read: PyTorch returns [batch, 0, *grid] here.

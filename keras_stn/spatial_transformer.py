@@ -4,19 +4,24 @@ import copy
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_stn import backends
 from keras_stn import transforms as transforms_lib
+from keras_stn.backends.tensorflow import GRID_SCOPE  # noqa: F401 (export)
+from keras_stn.backends.tensorflow import SAMPLER_SCOPE  # noqa: F401
 from keras_stn.grid import check_size
-from keras_stn.grid import coordinate_dtype
 from keras_stn.sampling import check_align_corners
 from keras_stn.sampling import check_interpolation
 from keras_stn.sampling import check_padding_mode
-from keras_stn.sampling import sample_coordinates
 
 _SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
-GRID_SCOPE = "grid_generator"
-SAMPLER_SCOPE = "sampler"
+
+
+def _coordinate_dtype(dtype):
+    """θ and the grid: float64 under a float64 policy, else float32."""
+    return ("float64" if keras.backend.standardize_dtype(dtype) == "float64"
+            else "float32")
 
 
 def _check_output_size(output_size):
@@ -259,10 +264,11 @@ class SpatialTransformer(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        if not inputs.dtype.is_floating:
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if not dtype.startswith(("float", "bfloat")):
             raise TypeError(
                 f"Invalid dtype for the input of layer '{self.name}'. "
-                f"Expected a floating dtype. Received: {inputs.dtype.name}"
+                f"Expected a floating dtype. Received: {dtype}"
             )
         rank = len(self._check_input_shape(inputs.shape))
         transform = self._transform_for(rank)
@@ -270,42 +276,34 @@ class SpatialTransformer(keras.layers.Layer):
         # float32 (float64 under a float64 policy), checked to hold
         # num_params values per example even when its shape is dynamic.
         theta = transform.flatten(
-            tf.cast(theta, coordinate_dtype(self.compute_dtype)))
+            ops.cast(theta, _coordinate_dtype(self.compute_dtype)))
         if self.localization_lr_multiplier != 1.0:
             # Same value forward; the gradient reaching the localisation
             # net is scaled by the multiplier.
-            frozen = tf.stop_gradient(theta)
+            frozen = ops.stop_gradient(theta)
             theta = frozen + self.localization_lr_multiplier * (theta - frozen)
         if self.identity_regularization > 0.0:
-            identity = tf.constant(transform.identity, theta.dtype)
-            self.add_loss(self.identity_regularization * tf.reduce_mean(
-                tf.reduce_sum(tf.square(theta - identity), axis=-1)))
+            identity = ops.convert_to_tensor(transform.identity, theta.dtype)
+            self.add_loss(self.identity_regularization * ops.mean(
+                ops.sum(ops.square(theta - identity), axis=-1)))
         images = inputs
         if self.data_format == "channels_first":
-            images = tf.transpose(images, [0, *range(2, rank), 1])
-        # Named scopes let the TFLite exporter find the coordinate path and
-        # keep it in float when the rest of the model is quantised.
-        with tf.name_scope(GRID_SCOPE):
-            coords = transform.coordinates(
-                theta, self._target_size(inputs.shape), self.align_corners
-            )
-        with tf.name_scope(SAMPLER_SCOPE):
-            outputs = sample_coordinates(
-                images,
-                coords,
-                interpolation=self.interpolation,
-                padding_mode=self.padding_mode,
-                align_corners=self.align_corners,
-            )
+            images = ops.transpose(images, [0, *range(2, rank), 1])
+        # The grid generator and the sampler, by the backend owning the
+        # tensors (on TensorFlow, in the name scopes TFLite export keeps
+        # in float when the rest of the model is quantised).
+        outputs = backends.for_values(images, theta).warp(
+            images, transform, theta, self._target_size(inputs.shape),
+            self.interpolation, self.padding_mode, self.align_corners)
         if self.data_format == "channels_first":
-            outputs = tf.transpose(outputs, [0, rank - 1, *range(1, rank - 1)])
+            outputs = ops.transpose(outputs, [0, rank - 1, *range(1, rank - 1)])
         if self.return_theta:
             return outputs, theta
         return outputs
 
     def compute_output_spec(self, inputs, training=None):
         output_shape = self.compute_output_shape(inputs.shape)
-        theta_dtype = coordinate_dtype(self.compute_dtype).name
+        theta_dtype = _coordinate_dtype(self.compute_dtype)
         if self.return_theta:
             shape, theta_shape = output_shape
             return (keras.KerasTensor(shape, dtype=self.compute_dtype),

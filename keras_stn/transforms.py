@@ -12,6 +12,7 @@ Convention:
 import numpy as np
 import tensorflow as tf
 
+from keras_stn import backends
 from keras_stn.grid import affine_coordinates
 from keras_stn.grid import affine_grid
 from keras_stn.grid import coordinate_dtype
@@ -71,13 +72,25 @@ class Transform:
         )
 
     def flatten(self, params):
-        """`params` as a float32 (or float64) tensor `[batch, num_params]`.
+        """`params` as a float32 (or float64) tensor `[batch, num_params]`,
+        of the backend that owns `params`.
 
         Raises a `ValueError` when the static shape holds some other number
-        of values per example; when that number is only known at run time,
-        a run-time check raises instead (rather than regrouping the values
-        into a different batch).
+        of values per example; when that number is only known at run time
+        (TensorFlow graphs), a run-time check raises instead (rather than
+        regrouping the values into a different batch).
         """
+        params, backend = backends.checked(params)
+        shape = tuple(params.shape)
+        if len(shape) < 2 or self.params_shape_error(shape):
+            raise ValueError(
+                f"Invalid shape for argument `params` of transform "
+                f"'{self.name}'. Expected {self._expected_layout()}. "
+                f"Received: params.shape={tf.TensorShape(shape)}"
+            )
+        return backend.flatten(self, params)
+
+    def _tf_flatten(self, params):
         params = tf.convert_to_tensor(params)
         params = tf.cast(params, coordinate_dtype(params.dtype))
         shape = tuple(params.shape)
@@ -85,7 +98,7 @@ class Transform:
             raise ValueError(
                 f"Invalid shape for argument `params` of transform "
                 f"'{self.name}'. Expected {self._expected_layout()}. "
-                f"Received: params.shape={shape}"
+                f"Received: params.shape={params.shape}"
             )
         if None in shape[1:]:
             check = tf.debugging.assert_equal(
@@ -100,23 +113,50 @@ class Transform:
         return f"[batch, {self.num_params}]"
 
     def grid(self, params, size, align_corners=False):
-        """Sampling grid `[batch, height, width, 2]` for `params`.
+        """Sampling grid `[batch, height, width, 2]` for `params`, computed
+        by the backend that owns `params`.
 
         Args:
             params: float tensor `[batch, num_params]`.
             size: `(height, width)` of the output.
             align_corners: bool, as in PyTorch.
         """
-        raise NotImplementedError
+        params = self.flatten(params)
+        return backends.for_values(params).transform_grid(
+            self, params, size, align_corners)
 
     def coordinates(self, params, size, align_corners=False):
         """`grid(params, size, align_corners)` split per axis: `[x, y]`.
 
-        Each `[batch, height, width]`; transforms that can produce the
-        planes directly override this (see `sample_coordinates`).
+        Each `[batch, height, width]`; on TensorFlow, transforms that can
+        produce the planes directly do (see `sample_coordinates`).
         """
+        params = self.flatten(params)
+        if backends.name_of(params) == "tensorflow":
+            return self._tf_coordinates(params, size, align_corners)
         grid = self.grid(params, size, align_corners)
+        return [grid[..., axis] for axis in range(len(size))]
+
+    def expansion_matrices(self):
+        """`(expansion, offset)` NumPy arrays with θ = params @ expansion +
+        offset for transforms linear in an affine θ, else None."""
+        return None
+
+    def _tf_grid(self, params, size, align_corners):
+        raise NotImplementedError
+
+    def _tf_coordinates(self, params, size, align_corners=False):
+        grid = self._tf_grid(params, size, align_corners)
         return [grid[..., axis] for axis in range(grid.shape.rank - 2)]
+
+    def _key(self):
+        return (type(self), getattr(self, "control_points", None))
+
+    def __eq__(self, other):
+        return isinstance(other, Transform) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
 
     def __repr__(self):
         return f"<Transform {self.name!r}: {self.num_params} parameters>"
@@ -128,17 +168,20 @@ class _LinearAffine(Transform):
     expansion = None  # [num_params, 6]
     offset = None  # [6]
 
+    def expansion_matrices(self):
+        return self.expansion, self.offset
+
     def to_affine(self, params):
-        """The `[batch, 6]` row-major affine θ of `params`."""
-        params = self.flatten(params)
+        """The `[batch, 6]` row-major affine θ of `params` (TensorFlow)."""
+        params = self._tf_flatten(params)
         expansion = tf.constant(self.expansion, dtype=params.dtype)
         offset = tf.constant(self.offset, dtype=params.dtype)
         return tf.matmul(params, expansion) + offset
 
-    def grid(self, params, size, align_corners=False):
+    def _tf_grid(self, params, size, align_corners=False):
         return affine_grid(self.to_affine(params), size, align_corners)
 
-    def coordinates(self, params, size, align_corners=False):
+    def _tf_coordinates(self, params, size, align_corners=False):
         return affine_coordinates(self.to_affine(params), size, align_corners)
 
 
@@ -172,11 +215,12 @@ class Affine(Transform):
         rows, cols = self.matrix_shape
         return f"[batch, {self.num_params}] or [batch, {rows}, {cols}]"
 
-    def grid(self, params, size, align_corners=False):
-        return affine_grid(self.flatten(params), size, align_corners)
+    def _tf_grid(self, params, size, align_corners=False):
+        return affine_grid(self._tf_flatten(params), size, align_corners)
 
-    def coordinates(self, params, size, align_corners=False):
-        return affine_coordinates(self.flatten(params), size, align_corners)
+    def _tf_coordinates(self, params, size, align_corners=False):
+        return affine_coordinates(self._tf_flatten(params), size,
+                                  align_corners)
 
 
 class Affine3D(Affine):
@@ -249,8 +293,8 @@ class Projective(Transform):
     def identity(self):
         return np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
 
-    def coordinates(self, params, size, align_corners=False):
-        params = self.flatten(params)
+    def _tf_coordinates(self, params, size, align_corners=False):
+        params = self._tf_flatten(params)
         # One product per row of H (no [..., 3] axis to transpose or split:
         # those ops would also be quantised by int8 export).
         rows = [params[:, 0:3], params[:, 3:6]]
@@ -264,8 +308,8 @@ class Projective(Transform):
         )
         return [u / w, v / w]
 
-    def grid(self, params, size, align_corners=False):
-        return tf.stack(self.coordinates(params, size, align_corners), -1)
+    def _tf_grid(self, params, size, align_corners=False):
+        return tf.stack(self._tf_coordinates(params, size, align_corners), -1)
 
 
 def _tps_kernel(squared_distance):
@@ -345,8 +389,8 @@ class ThinPlateSpline(Transform):
             self._matrices[key] = basis @ self._inverse
         return self._matrices[key]
 
-    def grid(self, params, size, align_corners=False):
-        params = self.flatten(params)
+    def _tf_grid(self, params, size, align_corners=False):
+        params = self._tf_flatten(params)
         count = self.control_points**2
         positions = tf.reshape(params, [-1, count, 2])
         matrix = tf.constant(

@@ -1,0 +1,78 @@
+"""One interface, one small module per Keras backend.
+
+`keras_stn.affine_grid`, `grid_sample`, the transforms and the
+`SpatialTransformer` layer do their argument checks once, then hand the
+arithmetic to the module of the backend that owns the tensors:
+
+- `tensorflow`: the TF-ops implementation (`keras_stn.grid`,
+  `keras_stn.sampling`), the one TFLite export traces;
+- `jax`: `keras.ops` formulations (`portable`) compiled with `jax.jit`;
+- `torch`: `torch.nn.functional.affine_grid` / `grid_sample`, whose
+  conventions are ours, after the same hostile-coordinate guard, and
+  `portable` for the other transforms' grids.
+
+Each module provides `affine_grid(theta, size, align_corners)`,
+`transform_grid(transform, params, size, align_corners)`,
+`grid_sample(images, grid, interpolation, padding_mode, align_corners)` and
+`warp(images, transform, params, size, interpolation, padding_mode,
+align_corners)` (the layer's grid generator and sampler in one), on
+arguments already checked.
+
+A TensorFlow tensor always takes the TensorFlow path, whatever the Keras
+backend (so `tf.data` pipelines keep working under JAX or PyTorch); other
+values take the Keras backend's path.
+"""
+
+import importlib
+
+import keras
+
+_MODULES = {"tensorflow": "keras_stn.backends.tensorflow",
+            "jax": "keras_stn.backends.jax",
+            "torch": "keras_stn.backends.torch"}
+
+
+def name_of(*values):
+    """The backend owning `values`: that of the first TF, JAX or torch
+    tensor among them, else Keras' backend."""
+    for value in values:
+        module = type(value).__module__
+        for prefix, backend in (("tensorflow", "tensorflow"), ("torch", "torch"),
+                                ("jax", "jax"), ("jaxlib", "jax")):
+            if module == prefix or module.startswith(prefix + "."):
+                return backend
+    backend = keras.backend.backend()
+    if backend not in _MODULES:
+        raise NotImplementedError(
+            f"keras_stn runs on the TensorFlow, JAX and PyTorch backends of "
+            f"Keras. Received: backend={backend!r}")
+    return backend
+
+
+def for_values(*values):
+    """The backend module for `values` (see `name_of`)."""
+    return importlib.import_module(_MODULES[name_of(*values)])
+
+
+def require_tensorflow(feature):
+    """Raises a `RuntimeError` naming `feature` unless Keras runs on
+    TensorFlow (export to TFLite and SavedModel are TensorFlow tools)."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{feature} needs Keras' TensorFlow backend (it converts "
+            "TensorFlow graphs). Received: backend="
+            f"{backend!r}. Save the model with model.save('model.keras') and "
+            "load it in a process with KERAS_BACKEND=tensorflow: the file "
+            "and its predictions are the same on every backend.")
+
+
+def checked(value):
+    """`(tensor, backend module)`: `value` as a tensor of the backend that
+    owns it (lists and NumPy arrays become Keras-backend tensors)."""
+    backend = for_values(value)
+    if backend.NAME == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(value), backend
+    return keras.ops.convert_to_tensor(value), backend

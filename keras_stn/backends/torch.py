@@ -1,0 +1,109 @@
+"""PyTorch: `torch.nn.functional.affine_grid` / `grid_sample` themselves.
+
+keras_stn's conventions are PyTorch's (`tests/test_backends.py` checks the
+equivalence against the TensorFlow path, values and gradients, kinks
+included), so the affine grid and every sampling mode call PyTorch's own
+kernels, after the guard the TensorFlow path applies to hostile
+coordinates: NaN reads as outside, and coordinates are clamped a margin
+beyond the image (±2²³ pixels for reflection), which reads the same. The
+other transforms' grids come from `portable`.
+"""
+
+import keras
+import torch
+import torch.nn.functional as F
+
+from keras_stn import _coordinates
+from keras_stn.backends import portable
+
+NAME = "torch"
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _tensor(value):
+    return keras.ops.convert_to_tensor(value)
+
+flatten = portable.flatten
+
+
+def affine_grid(theta, size, align_corners):
+    theta = _tensor(theta)
+    rank = len(size)
+    dtype = _TORCH_DTYPES[portable.coordinate_dtype(theta)]
+    theta = theta.to(dtype).reshape(-1, rank, rank + 1)
+    return F.affine_grid(theta, (theta.shape[0], 1, *size),
+                         align_corners=align_corners)
+
+
+def transform_grid(transform, params, size, align_corners):
+    if transform.name in ("affine", "affine_3d"):
+        return affine_grid(portable.flatten(transform, params), size,
+                           align_corners)
+    if transform.expansion_matrices() is not None:
+        params = portable.flatten(transform, params)
+        expansion, offset = transform.expansion_matrices()
+        expansion = torch.as_tensor(expansion, dtype=params.dtype,
+                                    device=params.device)
+        offset = torch.as_tensor(offset, dtype=params.dtype,
+                                 device=params.device)
+        return affine_grid(params @ expansion + offset, size, align_corners)
+    return portable.transform_grid(transform, params, size, align_corners)
+
+
+def _normalized(pixel, size, align_corners):
+    """The normalised coordinate of pixel coordinate `pixel`."""
+    if align_corners:
+        return 2.0 * pixel / (size - 1) - 1.0 if size > 1 else 0.0
+    return (2.0 * pixel + 1.0) / size - 1.0
+
+
+def _guarded(grid, sizes, padding_mode, align_corners):
+    """`grid` with NaN sent outside and every coordinate clamped where it
+    reads the same (as `_coordinates.bounded` on the TensorFlow path)."""
+    margin = float(_coordinates.MARGIN)
+    low, high, nan = [], [], []
+    for size in sizes:
+        if padding_mode == "reflection":
+            limit = _coordinates._REFLECTION_LIMIT
+            bounds = (-limit, limit)
+        else:
+            bounds = (-margin, size - 1.0 + margin)
+        if align_corners and size == 1:
+            bounds = (-1.0, 1.0)  # every coordinate reads the one pixel
+        low.append(min(_normalized(bounds[0], size, align_corners), -1.0))
+        high.append(max(_normalized(bounds[1], size, align_corners), 1.0))
+        nan.append(_normalized(-margin, size, align_corners))
+
+    def constant(values):
+        return torch.tensor(values, dtype=grid.dtype, device=grid.device)
+
+    grid = torch.where(torch.isnan(grid), constant(nan), grid)
+    return torch.clamp(grid, constant(low), constant(high))
+
+
+def grid_sample(images, grid, interpolation, padding_mode, align_corners):
+    images, grid = _tensor(images), _tensor(grid)
+    spatial = images.dim() - 2
+    coordinates = portable.coordinate_dtype(grid)
+    dtype = (torch.float64 if torch.float64 in (images.dtype,
+                                                _TORCH_DTYPES[coordinates])
+             else torch.float32)
+    if images.shape[-1] == 0:
+        return images.new_zeros((*grid.shape[:-1], 0))
+    sizes = list(images.shape[spatial:0:-1])  # x first
+    grid = _guarded(grid.to(_TORCH_DTYPES[coordinates]), sizes, padding_mode,
+                    align_corners).to(dtype)
+    channels_first = images.to(dtype).permute(0, spatial + 1,
+                                              *range(1, spatial + 1))
+    output = F.grid_sample(channels_first, grid, mode=interpolation,
+                           padding_mode=padding_mode,
+                           align_corners=align_corners)
+    return output.permute(0, *range(2, spatial + 2), 1).to(images.dtype)
+
+
+def warp(images, transform, params, size, interpolation, padding_mode,
+         align_corners):
+    grid = transform_grid(transform, params, size, align_corners)
+    return grid_sample(images, grid, interpolation, padding_mode,
+                       align_corners)
