@@ -91,16 +91,10 @@ class Transform:
         return backend.flatten(self, params)
 
     def _tf_flatten(self, params):
+        """`flatten` on TensorFlow, after its static checks."""
         params = tf.convert_to_tensor(params)
         params = tf.cast(params, coordinate_dtype(params.dtype))
-        shape = tuple(params.shape)
-        if len(shape) < 2 or self.params_shape_error(shape):
-            raise ValueError(
-                f"Invalid shape for argument `params` of transform "
-                f"'{self.name}'. Expected {self._expected_layout()}. "
-                f"Received: params.shape={params.shape}"
-            )
-        if None in shape[1:]:
+        if None in tuple(params.shape)[1:]:
             check = tf.debugging.assert_equal(
                 tf.reduce_prod(tf.shape(params)[1:]), self.num_params,
                 message=f"transform '{self.name}': params must hold "

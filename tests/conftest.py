@@ -65,3 +65,46 @@ def golden():
 # Scripts, not test modules: the golden-value recorder imports torch, which
 # the test suite must not need.
 collect_ignore_glob = ["golden/*.py"]
+
+
+# Under the JAX and PyTorch backends, what needs TensorFlow itself is skipped
+# with its reason; tests/test_backends.py checks those backends' paths
+# against the TensorFlow one (values, gradients, errors, the layer).
+_KERNELS = ("the TensorFlow path's own kernels (tf.function, XLA, run-time "
+            "shapes); tests/test_backends.py checks this backend's values and "
+            "gradients against them")
+TENSORFLOW_ONLY = {
+    "test_torch_suite": _KERNELS,
+    "test_kornia_suite": _KERNELS,
+    "test_properties": _KERNELS,
+    "test_theta_gradients": _KERNELS,
+    "test_grid": _KERNELS,
+    "test_sampling": _KERNELS,
+    "test_formulations": _KERNELS,
+    "test_dynamic_shapes": "run-time (unknown) shapes exist in TensorFlow "
+    "graphs only",
+    "test_spatial_transformer": "the layer in TensorFlow graphs, SavedModel "
+    "and mixed precision; on this backend: tests/test_backends.py",
+    "test_export": "SavedModel and TFLite export are TensorFlow tools",
+    "test_datasets": "the paper's data pipelines and main job run on "
+    "TensorFlow (tf.data, tensorflow-datasets)",
+    "test_cli": "the keras-stn command runs on TensorFlow",
+    "test_examples": "the examples run on TensorFlow",
+    "test_benchmarks": "the benchmarks choose their backends themselves",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):
+            item.add_marker(pytest.mark.skip(
+                reason="docstring examples show TensorFlow tensors"))
+            continue
+        reason = TENSORFLOW_ONLY.get(item.path.stem)
+        if reason:
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs Keras' TensorFlow backend: {reason} "
+                f"(running {backend})"))

@@ -26,8 +26,12 @@ def test_paper_models(size, output_size):
     assert st_cnn.count_params() < 1.5 * cnn.count_params()
     # A fresh ST-CNN's transformer is the identity (up to resampling).
     if output_size is None:
-        warped = st_cnn.layers[0](images.astype("float32")).numpy()
-        np.testing.assert_allclose(warped, images, atol=1e-6)
+        warped = keras.ops.convert_to_numpy(
+            st_cnn.layers[0](images.astype("float32")))
+        # Exact on TensorFlow and JAX, which snap a pixel centre's few-ulp
+        # offset away; PyTorch's own kernel blends by it (≤ 28 · 6e-8).
+        atol = 5e-6 if keras.backend.backend() == "torch" else 1e-6
+        np.testing.assert_allclose(warped, images, atol=atol)
 
 
 def test_with_transformer_output():
@@ -35,9 +39,9 @@ def test_with_transformer_output():
     two = models.with_transformer_output(model)
     images = np.random.default_rng(1).uniform(size=(3, 42, 42, 1))
     logits, warped = two(images.astype("float32"))
-    np.testing.assert_allclose(logits.numpy(),
-                               model(images.astype("float32")).numpy(),
-                               atol=1e-6)
-    assert warped.shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(logits),
+        keras.ops.convert_to_numpy(model(images.astype("float32"))), atol=1e-6)
+    assert tuple(warped.shape) == (3, 28, 28, 1)
     with pytest.raises(ValueError, match="SpatialTransformer"):
         models.with_transformer_output(models.paper_cnn((28, 28, 1)))

@@ -18,8 +18,9 @@ from keras import ops
 
 from keras_stn import _coordinates
 from keras_stn.grid import _homogeneous_meshgrid
+# Plain arithmetic: the same cubic-convolution weights on any backend.
+from keras_stn.sampling import _cubic_weights
 
-_CUBIC_A = -0.75
 _SNAP_RELATIVE = {"float32": 2.0**-20, "float64": 2.0**-49}
 _PROJECTIVE_EPSILON = 1e-6
 
@@ -183,18 +184,6 @@ def _in_range(index, size):
 
 def _clamped_int(index, size):
     return ops.cast(ops.clip(index, 0.0, size - 1.0), "int32")
-
-
-def _cubic_weights(t):
-    a = _CUBIC_A
-
-    def near(x):
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-
-    def far(x):
-        return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
-
-    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
 
 
 def grid_sample(images, grid, interpolation, padding_mode, align_corners):
