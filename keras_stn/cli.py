@@ -176,10 +176,12 @@ def _results(args):
 
     if not os.path.isdir(args.output_dir):
         raise UserError(f"--output-dir: no folder {args.output_dir!r}")
-    print(experiment.results_table(
-        args.output_dir,
-        warn=lambda text: print(f"{_PROG}: warning: {text}",
-                                file=sys.stderr)))
+    warn = lambda text: print(f"{_PROG}: warning: {text}",  # noqa: E731
+                              file=sys.stderr)
+    print(experiment.results_table(args.output_dir, warn=warn))
+    if args.figure:
+        experiment.results_figure(args.output_dir, args.figure)
+        print(f"wrote {args.figure}")
     return 0
 
 
@@ -233,6 +235,10 @@ def build_parser():
                     "(unreadable reports are skipped with a warning).",
         formatter_class=formatter, epilog=_EXAMPLES["results"])
     results_parser.add_argument("--output-dir", default="saved_models")
+    results_parser.add_argument(
+        "--figure", default=None,
+        help="also draw ours against the paper's Table 1 per distortion "
+             "(a .png path)")
     results_parser.set_defaults(handler=_results)
 
     export_parser = commands.add_parser(

@@ -386,3 +386,16 @@ def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
         experiment.run(distortion="TC", transform="tps",
                        output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+def test_results_figure_draws_the_committed_runs(tmp_path):
+    from keras_stn.paper import experiment
+
+    budgets = {json.loads(path.read_text()).get("budget", "quick")
+               for path in (REPO_ROOT / "saved_models").glob("*/report.json")
+               if "distortion" in json.loads(path.read_text())}
+    for budget in budgets:
+        path = experiment.results_figure(str(REPO_ROOT / "saved_models"),
+                                         str(tmp_path / f"{budget}.png"),
+                                         budget=budget)
+        assert os.path.getsize(path) > 10000

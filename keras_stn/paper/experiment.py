@@ -552,13 +552,8 @@ def run_from_args(args):
                smoke=args.smoke, restart=getattr(args, "restart", False))
 
 
-def results_table(output_dir="saved_models", warn=None):
-    """A Markdown table of every main-job run's `report.json` under `output_dir`.
-
-    Smoke runs are left out. Rows follow the paper's order (R, RTS, P, E, TC).
-    An unreadable or incomplete report is skipped; `warn(text)`, if given,
-    is told which and why.
-    """
+def _reports(output_dir, warn=None):
+    """Every complete, non-smoke main-job report under `output_dir`."""
     rows = []
     for name in sorted(os.listdir(output_dir)):
         path = os.path.join(output_dir, name, "report.json")
@@ -575,6 +570,17 @@ def results_table(output_dir="saved_models", warn=None):
                 warn(f"skipping {path}: {type(error).__name__}: {error}")
             continue
         rows.append(report)
+    return rows
+
+
+def results_table(output_dir="saved_models", warn=None):
+    """A Markdown table of every main-job run's `report.json` under `output_dir`.
+
+    Smoke runs are left out. Rows follow the paper's order (R, RTS, P, E, TC).
+    An unreadable or incomplete report is skipped; `warn(text)`, if given,
+    is told which and why.
+    """
+    rows = _reports(output_dir, warn)
     rows.sort(key=lambda r: (datasets.DISTORTIONS.index(r["distortion"]),
                              r["epochs"] * r["steps_per_epoch"],
                              r.get("transform", "affine")))
@@ -601,3 +607,63 @@ def results_table(output_dir="saved_models", warn=None):
             f"{report['epochs']} × {report['steps_per_epoch']} × "
             f"{report['batch_size']} | {report['wall_seconds'] / 60:.1f} min |")
     return "\n".join(lines)
+
+
+def results_figure(output_dir, path, budget="paper"):
+    """Draws our test errors against the paper's Table 1, per distortion.
+
+    One group of bars per distortion: the CNN and each ST-CNN of the runs
+    with `budget` under `output_dir`, ours (with their 95 % intervals) beside
+    the paper's. Writes `path` (PNG) and returns it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    bars = {}  # (distortion, model) -> (ours, interval, paper)
+    for report in _reports(output_dir):
+        if report.get("budget", "quick") != budget:
+            continue
+        distortion = report["distortion"]
+        transform = report.get("transform", "affine")
+        for name, label in (("cnn", "CNN"), ("st_cnn", f"ST-CNN {transform}")):
+            model = report["models"][name]
+            bars[(distortion, label)] = (
+                model["test_error_percent"],
+                model.get("test_error_ci95_percent"),
+                model["paper_test_error_percent"])
+    labels = sorted({label for _, label in bars},
+                    key=lambda label: (label != "CNN", label))
+    distortions = [d for d in datasets.DISTORTIONS
+                   if any(key[0] == d for key in bars)]
+    figure, axis = plt.subplots(figsize=(10, 4))
+    width = 0.8 / max(len(labels), 1)
+    for index, label in enumerate(labels):
+        for position, distortion in enumerate(distortions):
+            if (distortion, label) not in bars:
+                continue
+            ours, interval, paper = bars[(distortion, label)]
+            x = position + (index - (len(labels) - 1) / 2) * width
+            error = None if interval is None else [[ours - interval[0]],
+                                                   [interval[1] - ours]]
+            axis.bar(x, ours, width * 0.9, color=f"C{index}", yerr=error,
+                     capsize=2, label=label if position == 0 else None)
+            axis.plot([x - width * 0.45, x + width * 0.45], [paper, paper],
+                      color="black", linewidth=2)
+    axis.plot([], [], color="black", linewidth=2, label="paper (Table 1)")
+    axis.set_xticks(range(len(distortions)), distortions)
+    axis.set_ylabel("test error (%)")
+    axis.set_yscale("log")
+    for axis_format in (axis.yaxis.set_major_formatter,
+                        axis.yaxis.set_minor_formatter):
+        axis_format(matplotlib.ticker.FormatStrFormatter("%g"))
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title(f"Distorted MNIST, '{budget}' budget: ours (bars, 95 % "
+                   "interval) and the paper's (black)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
