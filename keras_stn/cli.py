@@ -89,8 +89,13 @@ def _quiet_stderr(enabled):
 
 
 def _export(args):
+    from keras_stn import backends
     from keras_stn import export
 
+    try:
+        backends.require_tensorflow("keras-stn export")
+    except RuntimeError as error:
+        raise UserError(str(error)) from error
     if args.tflite and not args.tflite.endswith(".tflite"):
         raise UserError(f"--tflite: expected a file name ending in .tflite; "
                         f"received {args.tflite!r}")

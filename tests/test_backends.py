@@ -461,7 +461,31 @@ def test_tensorflow_only_tools_say_so(tmp_path):
     model = small_st_cnn()
     with pytest.raises(RuntimeError, match=rf"TensorFlow backend.*{BACKEND}"):
         keras_stn.export_tflite(model, str(tmp_path / "model.tflite"))
+    with pytest.raises(RuntimeError, match=r"main job.*TensorFlow backend"):
+        keras_stn.paper.experiment.run(smoke=True, output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
+
+
+@other_backend
+def test_tf_data_pipelines_run_on_this_backend():
+    """A TensorFlow tensor takes the TensorFlow path: the paper's
+    distortions work in tf.data, and Keras trains from them."""
+    from keras_stn.paper import datasets
+
+    params = datasets.sample_distortions("RTS", 0, tf.range(3, dtype=tf.int64))
+    images = datasets.apply_distortions(np.ones((3, 28, 28, 1), np.float32),
+                                        "RTS", params)
+    assert isinstance(images, tf.Tensor) and images.shape == (3, 42, 42, 1)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (np.random.default_rng(0).uniform(size=(8, 16, 16, 1)).astype(
+            np.float32), np.arange(8) % 3)).batch(4).map(
+        lambda x, y: (keras_stn.grid_sample(x, keras_stn.affine_grid(
+            tf.tile([[1.0, 0, 0, 0, 1, 0]], [tf.shape(x)[0], 1]), (16, 16))),
+            y))
+    model = small_st_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
 
 
 # -- One .keras file, every backend ------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_stn.paper import datasets
+from keras_stn import backends
 from keras_stn import export
 from keras_stn._files import move_into_place
 from keras_stn._files import write_json
@@ -325,7 +326,11 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
     Returns:
         The report, also written to `<output_dir>/<run_name>/report.json`.
     """
-    try:  # Fail before training, not after: pictures and logs need these.
+    # Fail before training, not after: the job exports to SavedModel and
+    # TFLite (TensorFlow tools), draws pictures and writes TensorBoard logs.
+    backends.require_tensorflow(
+        "The main job (it exports the ST-CNN to SavedModel and TFLite)")
+    try:
         import matplotlib  # noqa: F401
         import tensorboard  # noqa: F401
     except ImportError as error:
