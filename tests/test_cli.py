@@ -108,7 +108,7 @@ class TestExportErrors:
 
 class TestResults:
     def test_unreadable_report_skipped_with_one_warning(self, tmp_path):
-        good = json.loads((REPO_ROOT / "saved_models" / "rts" /
+        good = json.loads((REPO_ROOT / "saved_models" / "rts-paper" /
                            "report.json").read_text())
         (tmp_path / "rts").mkdir()
         (tmp_path / "rts" / "report.json").write_text(json.dumps(good))

@@ -352,14 +352,18 @@ def test_results_table_reads_the_committed_reports():
     from keras_stn.paper import experiment
 
     table = experiment.results_table(str(REPO_ROOT / "saved_models"))
-    report = json.loads((REPO_ROOT / "saved_models" / "rts" / "report.json")
-                        .read_text())
+    report = json.loads((REPO_ROOT / "saved_models" / "rts-paper" /
+                         "report.json").read_text())
     row = next(line for line in table.splitlines() if line.startswith("| RTS"))
     assert f"{report['models']['cnn']['test_error_percent']:.2f}" in row
     assert f"**{report['models']['st_cnn']['test_error_percent']:.2f}**" in row
-    # The default run: the ST-CNN beats the CNN on RTS.
-    assert report["st_cnn_beats_cnn"] and not report["smoke"]
-    assert report["wall_seconds"] <= 20 * 60
+    low, high = report["error_difference_ci95_percent"]
+    assert f"[{low:.2f}, {high:.2f}]" in row
+    # The paper-scale run: the ST-CNN beats the CNN by more than the 95 %
+    # interval of the difference, inside 90 minutes.
+    assert report["st_cnn_beats_cnn_significantly"] and low > 0
+    assert report["budget"] == "paper" and not report["smoke"]
+    assert report["wall_seconds"] <= 90 * 60
 
 
 @needs_mnist
