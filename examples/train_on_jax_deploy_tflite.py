@@ -64,7 +64,7 @@ def train_on_jax(args):
                   metrics=["accuracy"])
     start = time.perf_counter()
     model.fit(train, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-              verbose=2)
+              shuffle=False, verbose=2)
     seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(test, verbose=0)
     os.makedirs(args.output_dir, exist_ok=True)

@@ -590,27 +590,28 @@ def results_table(output_dir="saved_models", warn=None):
                              r["epochs"] * r["steps_per_epoch"],
                              r.get("transform", "affine")))
     lines = [
-        "| distortion | ST | canvas → ST output | CNN (ours) | ST-CNN (ours) | "
+        "| distortion | ST | CNN (ours) | ST-CNN (ours) | "
         "CNN − ST-CNN, 95 % CI | CNN (paper) | ST-CNN (paper) | budget | "
-        "wall time |",
+        "wall time | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in rows:
         cnn, st_cnn = report["models"]["cnn"], report["models"]["st_cnn"]
-        output = report["st_output_size"]
         interval = report.get("error_difference_ci95_percent")
+        rss = (f"{report['peak_rss_mb'] / 1024:.1f} GB"
+               if "peak_rss_mb" in report else "—")
         difference = "—" if interval is None else (
             f"{report['error_difference_percent']:.2f} "
             f"[{interval[0]:.2f}, {interval[1]:.2f}]")
         lines.append(
             f"| {report['distortion']} | {report.get('transform', 'affine')} | "
-            f"{report['canvas']}² → {output[0]}² | "
             f"{cnn['test_error_percent']:.2f} | "
             f"**{st_cnn['test_error_percent']:.2f}** | {difference} | "
             f"{cnn['paper_test_error_percent']} | "
             f"{st_cnn['paper_test_error_percent']} | "
             f"{report['epochs']} × {report['steps_per_epoch']} × "
-            f"{report['batch_size']} | {report['wall_seconds'] / 60:.1f} min |")
+            f"{report['batch_size']} | {report['wall_seconds'] / 60:.1f} min | "
+            f"{rss} |")
     return "\n".join(lines)
 
 
