@@ -646,6 +646,7 @@ def results_figure(output_dir, path, budget="paper"):
                    if any(key[0] == d for key in bars)]
     figure, axis = plt.subplots(figsize=(10, 4))
     width = 0.8 / max(len(labels), 1)
+    named = set()
     for index, label in enumerate(labels):
         for position, distortion in enumerate(distortions):
             if (distortion, label) not in bars:
@@ -655,7 +656,8 @@ def results_figure(output_dir, path, budget="paper"):
             error = None if interval is None else [[ours - interval[0]],
                                                    [interval[1] - ours]]
             axis.bar(x, ours, width * 0.9, color=f"C{index}", yerr=error,
-                     capsize=2, label=label if position == 0 else None)
+                     capsize=2, label=None if label in named else label)
+            named.add(label)
             axis.plot([x - width * 0.45, x + width * 0.45], [paper, paper],
                       color="black", linewidth=2)
     axis.plot([], [], color="black", linewidth=2, label="paper (Table 1)")
