@@ -167,7 +167,8 @@ class _LinearAffine(Transform):
 
     def to_affine(self, params):
         """The `[batch, 6]` row-major affine θ of `params` (TensorFlow)."""
-        params = self._tf_flatten(params)
+        # The public entry: the static shape check of `flatten` first.
+        params = self.flatten(tf.convert_to_tensor(params))
         expansion = tf.constant(self.expansion, dtype=params.dtype)
         offset = tf.constant(self.offset, dtype=params.dtype)
         return tf.matmul(params, expansion) + offset
