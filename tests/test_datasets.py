@@ -106,6 +106,28 @@ def test_a_resumed_stream_continues_the_same_examples(distortion):
         np.testing.assert_array_equal(images, again)
 
 
+@needs_mnist
+@pytest.mark.parametrize("distortion", WARPS)
+def test_stream_seed_gives_the_parameters_a_test_digit_was_drawn_with(
+        distortion):
+    images, _ = samples(distortion, count=6, seed=2)
+    digits, _ = datasets.mnist_arrays("test", mnist_dir=MNIST_DIR)
+    params = datasets.sample_distortions(
+        distortion, datasets.stream_seed("test", seed=2), positions(6))
+    again = datasets.apply_distortions(
+        tf.constant(digits[:6], tf.float32) / 255.0, distortion, params)
+    # The same batch of 6 through the same ops, outside XLA: float rounding.
+    np.testing.assert_allclose(again.numpy(), images.numpy(), atol=1e-5)
+    wrong = datasets.sample_distortions(
+        distortion, datasets.stream_seed("fit", seed=2), positions(6))
+    assert not np.allclose(
+        datasets.apply_distortions(tf.constant(digits[:6], tf.float32) / 255.0,
+                                   distortion, wrong).numpy(), images.numpy(),
+        atol=1e-2)
+    with pytest.raises(ValueError, match=r"`split`.*'valid'"):
+        datasets.stream_seed("valid")
+
+
 def test_parameter_ranges():
     many = 300
     params = {d: datasets.sample_distortions(d, 11, positions(many))

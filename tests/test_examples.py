@@ -172,3 +172,21 @@ def test_train_on_jax_deploy_tflite_smoke(tmp_path):
     assert report["deploy"]["builtins_only"]
     assert (tmp_path / "model.keras").is_file()
     assert (tmp_path / "model.tflite").is_file()
+
+
+@needs_mnist
+def test_distortion_gallery_ink_statistic():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "distortion_gallery", REPO_ROOT / "examples" / "distortion_gallery.py")
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    rotated = gallery.ink_kept("R", mnist_dir=MNIST_DIR, count=200)
+    projective = gallery.ink_kept("P", mnist_dir=MNIST_DIR, count=200)
+    assert rotated.shape == projective.shape == (200,)
+    # A rotation moves ink without losing it (bilinear resampling blurs,
+    # and only a stroke in a corner can leave the 28² canvas).
+    assert abs(np.median(rotated) - 1.0) < 0.02 and rotated.min() > 0.8
+    # P's corner noise (std 5 px on 28) pushes strokes off the canvas.
+    assert np.mean(projective < 0.75) > 0.2 > np.mean(rotated < 0.75)

@@ -468,6 +468,25 @@ def apply_distortions(images, distortion, params, clutter=None):
     return canvas
 
 
+def stream_seed(split, seed=0):
+    """The seed of `distorted_mnist(split, ..., seed=seed)`'s distortions.
+
+    With `repeat=False` the stream's position `i` is the split's digit `i`,
+    so `sample_distortions(distortion, stream_seed(split, seed), i)` gives
+    the parameters that digit was distorted with.
+
+    Example:
+
+    >>> keras_stn.paper.datasets.stream_seed("test", seed=0)
+    1
+    """
+    if split not in _SPLITS:
+        raise ValueError(
+            f"Invalid value for argument `split`. Expected one of {_SPLITS}. "
+            f"Received: split={split!r}")
+    return 2 * int(seed) + _SPLITS.index(split)
+
+
 def distorted_mnist(split, distortion, seed=0, repeat=False, batch_size=64,
                     start=0, count=None, mnist_dir=None, data_dir=None):
     """MNIST with one of the paper's distortions, in batches.
@@ -511,18 +530,18 @@ def distorted_mnist(split, distortion, seed=0, repeat=False, batch_size=64,
     images, labels = mnist_arrays(split, mnist_dir, data_dir)
     images = tf.constant(images)
     labels = tf.constant(labels)
-    stream_seed = 2 * int(seed) + _SPLITS.index(split)
+    seed = stream_seed(split, seed)
     size = len(labels)
 
     def shuffled(stream):
         return tf.data.Dataset.range(size).shuffle(
             size, seed=stream, reshuffle_each_iteration=True).repeat()
 
-    dataset = shuffled(stream_seed) if repeat else tf.data.Dataset.range(size)
+    dataset = shuffled(seed) if repeat else tf.data.Dataset.range(size)
     dataset = dataset.enumerate()
     if distortion == "TC":
         # Clutter comes from another shuffled pass over the same split.
-        others = shuffled(stream_seed + 7919).batch(_TC_PATCHES)
+        others = shuffled(seed + 7919).batch(_TC_PATCHES)
         dataset = tf.data.Dataset.zip(dataset, others)
     else:
         dataset = dataset.map(lambda position, index: ((position, index), 0))
@@ -535,7 +554,7 @@ def distorted_mnist(split, distortion, seed=0, repeat=False, batch_size=64,
     @tf.function(jit_compile=True)
     def distort(positions, index, others):
         digits = tf.cast(tf.gather(images, index), tf.float32) / 255.0
-        params = sample_distortions(distortion, stream_seed, positions)
+        params = sample_distortions(distortion, seed, positions)
         clutter = None
         if distortion == "TC":
             clutter = tf.cast(tf.gather(images, others), tf.float32) / 255.0
