@@ -1,18 +1,19 @@
 """A process of `test_one_keras_file_moves_between_backends_and_into_tflite`.
 
-    KERAS_BACKEND=<backend> python tests/backend_roundtrip.py train <folder>
-    KERAS_BACKEND=<backend> python tests/backend_roundtrip.py load <folder>
+    KERAS_BACKEND=<backend> python tests/backend_roundtrip.py <folder>
 
-`train`: trains a small ST-CNN briefly on this backend and writes
-`<folder>/<backend>.keras`; prints its losses and predictions on fixed
-inputs. `load`: loads every backend's file and prints its predictions here;
-under TensorFlow also exports each to TFLite and runs it in LiteRT. Prints
-one JSON line.
+Trains a small ST-CNN briefly on this backend and writes
+`<folder>/<backend>.keras` (renamed into place once complete); waits for the
+other backends' processes to write theirs; loads every file and predicts on
+fixed inputs here; under TensorFlow also exports each to TFLite and runs it
+in LiteRT. Prints one JSON line: this backend's losses and predictions, and
+the predictions of every loaded file.
 """
 
 import json
 import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -50,10 +51,22 @@ def train(folder):
     model.compile(keras.optimizers.Adam(1e-2),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(images, labels, epochs=5, batch_size=16, verbose=0)
-    model.save(os.path.join(folder, f"{keras.backend.backend()}.keras"))
+    path = os.path.join(folder, f"{keras.backend.backend()}.keras")
+    model.save(path + ".partial.keras")
+    os.replace(path + ".partial.keras", path)
     return {"first_loss": history.history["loss"][0],
             "final_loss": history.history["loss"][-1],
             "predictions": model.predict(probe_inputs(), verbose=0).tolist()}
+
+
+def wait_for_files(folder, timeout=300):
+    paths = [os.path.join(folder, f"{source}.keras") for source in BACKENDS]
+    deadline = time.monotonic() + timeout
+    while not all(os.path.isfile(path) for path in paths):
+        if time.monotonic() > deadline:
+            missing = [path for path in paths if not os.path.isfile(path)]
+            raise TimeoutError(f"no file from the other backends: {missing}")
+        time.sleep(0.2)
 
 
 def load(folder):
@@ -75,5 +88,7 @@ def load(folder):
 
 
 if __name__ == "__main__":
-    command, folder = sys.argv[1:3]
-    print(json.dumps({"train": train, "load": load}[command](folder)))
+    folder = sys.argv[1]
+    trained = train(folder)
+    wait_for_files(folder)
+    print(json.dumps({"trained": trained, "loaded": load(folder)}))

@@ -491,42 +491,47 @@ def test_tf_data_pipelines_run_on_this_backend():
 # -- One .keras file, every backend ------------------------------------------
 
 
-def _run_backend(backend, *arguments):
+def _run_backend(backend, folder):
     environment = dict(os.environ, KERAS_BACKEND=backend,
                        TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "tests" / "backend_roundtrip.py"),
-         *arguments], cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE,
+         str(folder)], cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
 
 
-def _finish(process):
-    stdout, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-    return json.loads(stdout.strip().splitlines()[-1])
+def _finish(processes):
+    """Every process's JSON line; on a failure, every failure's stderr (a
+    process that waited for a crashed one's file fails too)."""
+    outputs = {backend: process.communicate(timeout=600)
+               for backend, process in processes.items()}
+    failures = [f"{backend}:\n{outputs[backend][1][-2000:]}"
+                for backend, process in processes.items()
+                if process.returncode != 0]
+    assert not failures, "\n".join(failures)
+    return {backend: json.loads(stdout.strip().splitlines()[-1])
+            for backend, (stdout, _) in outputs.items()}
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow",
                     reason="one run covers every direction (it starts a "
                     "process per backend)")
 def test_one_keras_file_moves_between_backends_and_into_tflite(tmp_path):
-    """Each backend trains and saves a model; each loads the other two's
-    files; TensorFlow exports all three to TFLite and LiteRT runs them."""
+    """Each backend trains and saves a model, then loads the other two's
+    files; TensorFlow also exports all three to TFLite and LiteRT runs
+    them. One process per backend, all at once."""
     backends = ("jax", "torch", "tensorflow")
-    trained = {}
-    for backend, process in [(b, _run_backend(b, "train", str(tmp_path)))
-                             for b in backends]:
-        trained[backend] = _finish(process)
-    loaded = {backend: _finish(_run_backend(backend, "load", str(tmp_path)))
-              for backend in backends}
+    results = _finish({backend: _run_backend(backend, tmp_path)
+                       for backend in backends})
     for source in backends:
-        expected = np.array(trained[source]["predictions"])
-        assert trained[source]["final_loss"] < trained[source]["first_loss"]
+        trained = results[source]["trained"]
+        expected = np.array(trained["predictions"])
+        assert trained["final_loss"] < trained["first_loss"]
         for target in backends:
-            got = np.array(loaded[target]["predictions"][source])
+            got = np.array(results[target]["loaded"]["predictions"][source])
             # Identical to float32 rounding (different kernels).
             np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
-        tflite = loaded["tensorflow"]["tflite"][source]
+        tflite = results["tensorflow"]["loaded"]["tflite"][source]
         np.testing.assert_allclose(np.array(tflite["predictions"]), expected,
                                    atol=1e-4)
         assert not [op for op in tflite["ops"] if "FLEX" in op or "CUSTOM" in op]

@@ -619,12 +619,13 @@ def results_table(output_dir="saved_models", warn=None):
     return "\n".join(lines)
 
 
-def results_figure(output_dir, path, budget="paper"):
+def results_figure(output_dir, path, budget=("paper", "long")):
     """Draws our test errors against the paper's Table 1, per distortion.
 
     One group of bars per distortion: the CNN and each ST-CNN of the runs
-    with `budget` under `output_dir`, ours (with their 95 % intervals) beside
-    the paper's. Writes `path` (PNG) and returns it.
+    with `budget` (a name or several) under `output_dir`, ours (with their
+    95 % intervals) beside the paper's; a budget other than the first is
+    named in the legend. Writes `path` (PNG) and returns it.
     """
     import matplotlib
 
@@ -632,20 +633,24 @@ def results_figure(output_dir, path, budget="paper"):
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    budgets = (budget,) if isinstance(budget, str) else tuple(budget)
     bars = {}  # (distortion, model) -> (ours, interval, paper)
     for report in _reports(output_dir):
-        if report.get("budget", "quick") != budget:
+        run_budget = report.get("budget", "quick")
+        if run_budget not in budgets:
             continue
         distortion = report["distortion"]
         transform = report.get("transform", "affine")
-        for name, label in (("cnn", "CNN"), ("st_cnn", f"ST-CNN {transform}")):
+        suffix = "" if run_budget == budgets[0] else f", '{run_budget}'"
+        for name, label in (("cnn", f"CNN{suffix}"),
+                            ("st_cnn", f"ST-CNN {transform}{suffix}")):
             model = report["models"][name]
             bars[(distortion, label)] = (
                 model["test_error_percent"],
                 model.get("test_error_ci95_percent"),
                 model["paper_test_error_percent"])
     labels = sorted({label for _, label in bars},
-                    key=lambda label: (label != "CNN", label))
+                    key=lambda label: (not label.startswith("CNN"), label))
     distortions = [d for d in datasets.DISTORTIONS
                    if any(key[0] == d for key in bars)]
     figure, axis = plt.subplots(figsize=(10, 4))
@@ -673,7 +678,9 @@ def results_figure(output_dir, path, budget="paper"):
         axis_format(matplotlib.ticker.FormatStrFormatter("%g"))
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(f"Distorted MNIST, '{budget}' budget: ours (bars, 95 % "
+    names = " and ".join(f"'{name}'" for name in budgets)
+    axis.set_title(f"Distorted MNIST, {names} budget"
+                   f"{'s' if len(budgets) > 1 else ''}: ours (bars, 95 % "
                    "interval) and the paper's (black)")
     figure.tight_layout()
     figure.savefig(path, dpi=80)
