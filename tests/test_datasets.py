@@ -414,6 +414,23 @@ def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_run_names_say_transform_budget_and_smoke():
+    from keras_stn.paper import experiment
+
+    assert experiment.default_run_name("RTS") == "rts"
+    assert experiment.default_run_name("P", "projective", "paper") == (
+        "p-projective-paper")
+    assert experiment.default_run_name("RTS", "affine", "long") == "rts-long"
+    assert experiment.default_run_name("TC", smoke=True) == "tc-smoke"
+    # Every committed run sits in the folder its settings name.
+    for path in (REPO_ROOT / "saved_models").glob("*/report.json"):
+        report = json.loads(path.read_text())
+        if "distortion" in report:
+            assert path.parent.name == experiment.default_run_name(
+                report["distortion"], report["transform"], report["budget"],
+                report["smoke"])
+
+
 def test_results_figure_draws_the_committed_runs(tmp_path):
     from keras_stn.paper import experiment
 

@@ -89,6 +89,11 @@ def test_readme_has_code():
     assert len(readme_python_blocks()) >= 2
 
 
+def test_readme_stays_a_users_page():
+    # Issue 13: at most 16 KB; methods and logs live in benchmarks/README.md.
+    assert (REPO_ROOT / "README.md").stat().st_size <= 16000
+
+
 @needs_mnist
 def test_readme_python_blocks_run(tmp_path):
     # The blocks run in order in one namespace, as a reader would paste

@@ -289,6 +289,21 @@ def _export(output_dir, st_cnn, test):
     }
 
 
+def default_run_name(distortion, transform="affine", budget="quick",
+                     smoke=False):
+    """The run's folder name: `rts`, `p-projective-paper`, `rts-long`,
+    `tc-smoke`.
+
+    Example:
+
+    >>> keras_stn.paper.experiment.default_run_name("E", "tps", "paper")
+    'e-tps-paper'
+    """
+    return "".join([
+        distortion.lower(), "" if transform == "affine" else f"-{transform}",
+        "" if budget == "quick" else f"-{budget}", "-smoke" if smoke else ""])
+
+
 def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         epochs=None, steps_per_epoch=None, batch_size=None,
         transform=DEFAULTS["transform"],
@@ -310,10 +325,8 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         test_examples: how many test digits (of 10,000) to score.
         seed: seeds the weights, the training stream and the test set.
         output_dir: parent folder of the run's folder.
-        run_name: the run's folder name; defaults to the distortion in
-            lower case, then `-<transform>` unless affine, `-<budget>`
-            unless quick and `-smoke` for smoke runs (`saved_models/rts/`,
-            `saved_models/p-projective-paper/`, `saved_models/rts-long/`).
+        run_name: the run's folder name; defaults to
+            `default_run_name(distortion, transform, budget, smoke)`.
         mnist_dir, data_dir: as in `datasets.load_mnist`.
         smoke: a few steps on 64 test digits, to check the whole pipeline.
         verbose: Keras' `fit` verbosity (1: progress bar).
@@ -367,9 +380,8 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         raise ValueError(
             "Invalid value for argument `distortion`. Expected one of "
             f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
-    run_name = run_name or "".join([
-        distortion.lower(), "" if transform == "affine" else f"-{transform}",
-        "" if budget == "quick" else f"-{budget}", "-smoke" if smoke else ""])
+    run_name = run_name or default_run_name(distortion, transform, budget,
+                                            smoke)
     run_dir = os.path.join(output_dir, run_name)
     # Checked before anything is written (download when no folder is set).
     mnist_dir = datasets.resolve_mnist_dir(mnist_dir)
