@@ -26,6 +26,7 @@ import tensorflow as tf
 import keras_stn
 from keras_stn.grid import _homogeneous_meshgrid
 from tests.conftest import REPO_ROOT
+from tests.conftest import mnist_dir
 
 BACKEND = keras.backend.backend()
 other_backend = pytest.mark.skipif(
@@ -513,9 +514,10 @@ def _finish(processes):
             for backend, (stdout, _) in outputs.items()}
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow",
+@pytest.mark.skipif(BACKEND != "torch",
                     reason="one run covers every direction (it starts a "
-                    "process per backend)")
+                    "process per backend); it runs in the PyTorch pass, "
+                    "the suite's shortest")
 def test_one_keras_file_moves_between_backends_and_into_tflite(tmp_path):
     """Each backend trains and saves a model, then loads the other two's
     files; TensorFlow also exports all three to TFLite and LiteRT runs
@@ -536,3 +538,29 @@ def test_one_keras_file_moves_between_backends_and_into_tflite(tmp_path):
                                    atol=1e-4)
         assert not [op for op in tflite["ops"] if "FLEX" in op or "CUSTOM" in op]
         assert "GATHER" in tflite["ops"]
+
+
+@pytest.mark.skipif(BACKEND != "jax",
+                    reason="the example trains on JAX: it runs in the JAX pass")
+def test_train_on_jax_deploy_tflite_example(tmp_path):
+    """The JAX-trained file loads under TensorFlow with JAX's predictions
+    and runs in LiteRT, builtins only."""
+    folder = mnist_dir()
+    if folder is None:
+        pytest.skip("MNIST IDX folder absent; tests never download")
+    result = subprocess.run(
+        [sys.executable, "examples/train_on_jax_deploy_tflite.py", "--smoke",
+         "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=dict(os.environ, KERAS_BACKEND="jax",
+                                KERAS_STN_MNIST_DIR=folder,
+                                TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["train"]["backend"] == "jax"
+    assert report["deploy"]["backend"] == "tensorflow"
+    assert report["deploy"]["keras_vs_jax_max_abs"] <= 1e-5
+    assert report["deploy"]["tflite_vs_jax_max_abs"] <= 1e-4
+    assert report["deploy"]["builtins_only"]
+    assert (tmp_path / "model.keras").is_file()
+    assert (tmp_path / "model.tflite").is_file()

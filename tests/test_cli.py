@@ -30,6 +30,31 @@ def keras_stn_command(*arguments, cwd, environment=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture
+def run_in_process(capfd, monkeypatch):
+    """`keras-stn ARGS` as `keras_stn.cli.main(ARGS)` in this process, for
+    what the command's Python code decides (errors, warnings, exit codes):
+    no TensorFlow start-up per call. The console script itself runs in the
+    tests of what only a fresh process shows (a quiet start, a traceback
+    under --debug, a killed run). Returns a `CompletedProcess`."""
+    from keras_stn import cli
+
+    def run(*arguments, cwd, environment=None):
+        monkeypatch.chdir(cwd)
+        for key, value in (environment or {}).items():
+            monkeypatch.setenv(key, value)
+        capfd.readouterr()
+        try:
+            code = cli.main(list(arguments))
+        except SystemExit as exited:
+            code = exited.code
+        stdout, stderr = capfd.readouterr()
+        return subprocess.CompletedProcess(arguments, code or 0, stdout,
+                                           stderr)
+
+    return run
+
+
 def assert_one_line_error(result, *fragments):
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -54,36 +79,36 @@ def small_model(tmp_path_factory):
 
 
 class TestExportErrors:
-    def test_missing_file(self, tmp_path):
-        result = keras_stn_command("export", str(tmp_path / "none.keras"),
-                                   "--tflite", "out.tflite", cwd=tmp_path)
+    def test_missing_file(self, tmp_path, run_in_process):
+        result = run_in_process("export", str(tmp_path / "none.keras"),
+                                "--tflite", "out.tflite", cwd=tmp_path)
         assert_one_line_error(result, "not found", "none.keras")
         assert os.listdir(tmp_path) == []
 
-    def test_random_bytes_named_keras(self, tmp_path):
+    def test_random_bytes_named_keras(self, tmp_path, run_in_process):
         (tmp_path / "bad.keras").write_bytes(os.urandom(200))
-        result = keras_stn_command("export", "bad.keras", "--tflite",
-                                   "out.tflite", "--saved-model", "sm",
-                                   cwd=tmp_path)
+        result = run_in_process("export", "bad.keras", "--tflite",
+                                "out.tflite", "--saved-model", "sm",
+                                cwd=tmp_path)
         assert_one_line_error(result, "bad.keras", "not a .keras model")
         assert os.listdir(tmp_path) == ["bad.keras"]
 
-    def test_bad_suffix_before_anything_is_written(self, tmp_path,
-                                                   small_model):
-        result = keras_stn_command("export", str(small_model), "--tflite",
-                                   "out.bin", "--saved-model", "sm",
-                                   cwd=tmp_path)
+    def test_bad_suffix_before_anything_is_written(self, tmp_path, small_model,
+                                                   run_in_process):
+        result = run_in_process("export", str(small_model), "--tflite",
+                                "out.bin", "--saved-model", "sm",
+                                cwd=tmp_path)
         assert_one_line_error(result, ".tflite", "out.bin")
         assert os.listdir(tmp_path) == []
 
-    def test_two_input_model(self, tmp_path):
+    def test_two_input_model(self, tmp_path, run_in_process):
         first, second = keras.Input((4,)), keras.Input((4,))
         model = keras.Model([first, second], keras.layers.Add()(
             [first, second]))
         model.save(tmp_path / "two.keras")
-        result = keras_stn_command("export", "two.keras", "--tflite",
-                                   "out.tflite", "--saved-model", "sm",
-                                   cwd=tmp_path)
+        result = run_in_process("export", "two.keras", "--tflite",
+                                "out.tflite", "--saved-model", "sm",
+                                cwd=tmp_path)
         assert_one_line_error(result, "single-input", "2 inputs")
         assert os.listdir(tmp_path) == ["two.keras"]
 
@@ -107,15 +132,15 @@ class TestExportErrors:
 
 
 class TestResults:
-    def test_unreadable_report_skipped_with_one_warning(self, tmp_path):
+    def test_unreadable_report_skipped_with_one_warning(self, tmp_path, run_in_process):
         good = json.loads((REPO_ROOT / "saved_models" / "rts-paper" /
                            "report.json").read_text())
         (tmp_path / "rts").mkdir()
         (tmp_path / "rts" / "report.json").write_text(json.dumps(good))
         (tmp_path / "broken").mkdir()
         (tmp_path / "broken" / "report.json").write_text('{"distortion": "R"')
-        result = keras_stn_command("results", "--output-dir", str(tmp_path),
-                                   cwd=tmp_path)
+        result = run_in_process("results", "--output-dir", str(tmp_path),
+                                cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         warnings = result.stderr.strip().splitlines()
         assert len(warnings) == 1 and warnings[0].startswith(
@@ -125,16 +150,16 @@ class TestResults:
 
 
 class TestTrainErrors:
-    def test_empty_mnist_folder(self, tmp_path):
+    def test_empty_mnist_folder(self, tmp_path, run_in_process):
         (tmp_path / "mnist").mkdir()
-        result = keras_stn_command(
+        result = run_in_process(
             "train", "--smoke", "--output-dir", "out", cwd=tmp_path,
             environment={"KERAS_STN_MNIST_DIR": str(tmp_path / "mnist")})
         assert_one_line_error(result, "mnist_dir", "lacks")
         assert not (tmp_path / "out").exists()
 
     @needs_mnist
-    def test_truncated_gz(self, tmp_path):
+    def test_truncated_gz(self, tmp_path, run_in_process):
         folder = tmp_path / "mnist"
         folder.mkdir()
         for name in os.listdir(mnist_dir()):
@@ -144,18 +169,22 @@ class TestTrainErrors:
                 if name.startswith("t10k-labels"):
                     data = data[: len(data) // 2]
                 (folder / name).write_bytes(data)
-        result = keras_stn_command("train", "--smoke", "--mnist-dir",
-                                   str(folder), "--output-dir", "out",
-                                   cwd=tmp_path)
+        result = run_in_process("train", "--smoke", "--mnist-dir",
+                                str(folder), "--output-dir", "out",
+                                cwd=tmp_path)
         assert_one_line_error(result, "t10k-labels", "gzip")
         assert not (tmp_path / "out").exists()
 
 
-def test_help_has_an_example_per_command(tmp_path):
+def test_help_has_an_example_per_command(capsys):
+    # In this process: the console script itself runs in the other tests.
+    from keras_stn import cli
+
     for command in ([], ["train"], ["results"], ["export"]):
-        result = keras_stn_command(*command, "--help", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert "example" in result.stdout, command
+        with pytest.raises(SystemExit) as exited:
+            cli.main([*command, "--help"])
+        assert exited.value.code == 0
+        assert "example" in capsys.readouterr().out, command
 
 
 @needs_mnist

@@ -160,26 +160,6 @@ def test_two_transformers_in_parallel_pattern(tmp_path):
 
 
 @needs_mnist
-def test_train_on_jax_deploy_tflite_smoke(tmp_path):
-    """The JAX-trained file loads under TensorFlow with JAX's predictions
-    and runs in LiteRT, builtins only."""
-    result = subprocess.run(
-        [sys.executable, "examples/train_on_jax_deploy_tflite.py", "--smoke",
-         "--output-dir", str(tmp_path)],
-        cwd=REPO_ROOT, env=dict(_env(), KERAS_BACKEND="jax"),
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["train"]["backend"] == "jax"
-    assert report["deploy"]["backend"] == "tensorflow"
-    assert report["deploy"]["keras_vs_jax_max_abs"] <= 1e-5
-    assert report["deploy"]["tflite_vs_jax_max_abs"] <= 1e-4
-    assert report["deploy"]["builtins_only"]
-    assert (tmp_path / "model.keras").is_file()
-    assert (tmp_path / "model.tflite").is_file()
-
-
-@needs_mnist
 def test_distortion_gallery_ink_statistic():
     import importlib.util
 

@@ -47,18 +47,27 @@ def assert_builtins_only(ops):
     assert not bad, f"non-builtin ops: {bad}"
 
 
-COMBINATIONS = list(itertools.product(
-    TRANSFORMS, ("bilinear", "nearest"), ("zeros", "border", "reflection"),
-    (False, True))) + list(itertools.product(
-        ("affine",), ("bicubic",), ("zeros", "border", "reflection"),
-        (False, True)))
+PADDINGS_AND_ALIGNS = list(itertools.product(("zeros", "border", "reflection"),
+                                             (False, True)))
+# (transform, interpolation): bicubic is the affine transform's only.
+MODES = list(itertools.product(TRANSFORMS, ("bilinear", "nearest"))) + [
+    ("affine", "bicubic")]
 
 
-@pytest.mark.parametrize(
-    "transform,interpolation,padding_mode,align_corners", COMBINATIONS)
-def test_float32_builtins_and_parity(tmp_path, transform, interpolation,
-                                     padding_mode, align_corners):
-    model = st_model(transform, interpolation, padding_mode, align_corners)
+def side_by_side(transform, interpolation, input_shape=(10, 12, 2)):
+    """One model holding a transformer per padding mode × align_corners, on
+    the same input, outputs concatenated on channels (one conversion checks
+    all six)."""
+    inputs = keras.Input(input_shape)
+    outputs = [st_model(transform, interpolation, padding_mode, align_corners,
+                        input_shape=input_shape)(inputs)
+               for padding_mode, align_corners in PADDINGS_AND_ALIGNS]
+    return keras.Model(inputs, keras.layers.Concatenate()(outputs))
+
+
+@pytest.mark.parametrize("transform,interpolation", MODES)
+def test_float32_builtins_and_parity(tmp_path, transform, interpolation):
+    model = side_by_side(transform, interpolation)
     path = keras_stn.export_tflite(model, str(tmp_path / "m.tflite"))
     assert path == str(tmp_path / "m.tflite")
     ops = keras_stn.tflite_ops(path)
@@ -70,14 +79,20 @@ def test_float32_builtins_and_parity(tmp_path, transform, interpolation,
         images = rng.uniform(size=(batch, 10, 12, 2)).astype(np.float32)
         expected = model(images).numpy()
         actual = keras_stn.run_tflite(path, images)
-        assert actual.shape == expected.shape
-        if interpolation == "nearest":
-            # A θ differing in the last ulp may flip a sample lying exactly
-            # between two pixels; all others must agree.
-            mismatch = np.abs(actual - expected) > 1e-4
-            assert mismatch.mean() < 0.01
-        else:
-            np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+        assert actual.shape == expected.shape == (batch, 7, 9, 12)
+        for index, (padding_mode, align_corners) in enumerate(
+                PADDINGS_AND_ALIGNS):
+            got = actual[..., 2 * index:2 * index + 2]
+            want = expected[..., 2 * index:2 * index + 2]
+            where = f"{padding_mode}, align_corners={align_corners}"
+            if interpolation == "nearest":
+                # A θ differing in the last ulp may flip a sample lying
+                # exactly between two pixels; all others must agree.
+                mismatch = np.abs(got - want) > 1e-4
+                assert mismatch.mean() < 0.01, where
+            else:
+                np.testing.assert_allclose(got, want, atol=1e-4, rtol=0,
+                                           err_msg=where)
 
 
 def test_batch_stays_dynamic_and_no_batch_sized_constants(tmp_path):
@@ -110,38 +125,43 @@ HOSTILE_VALUES = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1.0]
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
-@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("transform", ["affine", "projective"])
-def test_hostile_theta_in_litert(tmp_path, transform, interpolation,
-                                 padding_mode):
+def test_hostile_theta_in_litert(tmp_path, transform, interpolation):
     # θ comes from the input: every parameter equals the mean of channel 1,
     # which holds NaN, ±Inf, ±1e30 or 1 (one example each); channel 0 is the
     # image whose samples must stay finite. (Channel 1 is sampled too and
-    # may legitimately carry its NaN/Inf; it is not checked.)
+    # may legitimately carry its NaN/Inf; it is not checked.) One
+    # transformer per padding mode, side by side in one file.
     num_params = keras_stn.transforms.get(transform).num_params
-    loc = keras.layers.Lambda(lambda x: keras.ops.repeat(
-        keras.ops.mean(x[..., 1:2], axis=(1, 2)), num_params, axis=-1))
-    model = keras.Sequential([
-        keras.Input((6, 7, 2)),
-        keras_stn.SpatialTransformer(loc, transform=transform,
-                                     interpolation=interpolation,
-                                     padding_mode=padding_mode),
-    ])
+    paddings = ("zeros", "border", "reflection")
+    inputs = keras.Input((6, 7, 2))
+    outputs = [
+        keras_stn.SpatialTransformer(
+            keras.layers.Lambda(lambda x: keras.ops.repeat(
+                keras.ops.mean(x[..., 1:2], axis=(1, 2)), num_params,
+                axis=-1)),
+            transform=transform, interpolation=interpolation,
+            padding_mode=padding_mode)(inputs)
+        for padding_mode in paddings]
+    model = keras.Model(inputs, keras.layers.Concatenate()(outputs))
     path = keras_stn.export_tflite(model, str(tmp_path / "hostile.tflite"))
     rng = np.random.default_rng(0)
     images = np.zeros((len(HOSTILE_VALUES), 6, 7, 2), np.float32)
     images[..., 0] = rng.uniform(size=(len(HOSTILE_VALUES), 6, 7))
     images[..., 1] = np.array(HOSTILE_VALUES, np.float32)[:, None, None]
-    out = keras_stn.run_tflite(path, images)[..., 0]
-    assert np.isfinite(out).all()
+    everything = keras_stn.run_tflite(path, images)
+    expected = model(images).numpy()
     # Cubic weights sum to 1 with |weights| summing to < 1.6.
     bound = 1.6 if interpolation == "bicubic" else 1.0 + 1e-6
-    assert np.abs(out).max() <= bound
-    if interpolation != "bicubic":
-        assert out.min() >= 0
-    # The well-behaved example (θ = 1 everywhere) agrees with Keras.
-    np.testing.assert_allclose(out[-1], model(images).numpy()[-1, ..., 0],
-                               atol=1e-4)
+    for index, padding_mode in enumerate(paddings):
+        out = everything[..., 2 * index]
+        assert np.isfinite(out).all(), padding_mode
+        assert np.abs(out).max() <= bound, padding_mode
+        if interpolation != "bicubic":
+            assert out.min() >= 0, padding_mode
+        # The well-behaved example (θ = 1 everywhere) agrees with Keras.
+        np.testing.assert_allclose(out[-1], expected[-1, ..., 2 * index],
+                                   atol=1e-4, err_msg=padding_mode)
 
 
 def test_float16_within_1e_2(tmp_path):
