@@ -666,14 +666,18 @@ def results_figure(output_dir, path, budget=("paper", "long")):
     distortions = [d for d in datasets.DISTORTIONS
                    if any(key[0] == d for key in bars)]
     figure, axis = plt.subplots(figsize=(10, 4))
-    width = 0.8 / max(len(labels), 1)
+    # Each distortion's bars side by side, without gaps for absent models.
+    present = {d: [label for label in labels if (d, label) in bars]
+               for d in distortions}
+    width = 0.8 / max([len(names) for names in present.values()] + [1])
     named = set()
     for index, label in enumerate(labels):
         for position, distortion in enumerate(distortions):
             if (distortion, label) not in bars:
                 continue
             ours, interval, paper = bars[(distortion, label)]
-            x = position + (index - (len(labels) - 1) / 2) * width
+            slot = present[distortion].index(label)
+            x = position + (slot - (len(present[distortion]) - 1) / 2) * width
             error = None if interval is None else [[ours - interval[0]],
                                                    [interval[1] - ours]]
             axis.bar(x, ours, width * 0.9, color=f"C{index}", yerr=error,
