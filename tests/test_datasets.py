@@ -381,7 +381,36 @@ def test_results_table_reads_the_committed_reports():
     # interval of the difference, inside 90 minutes.
     assert report["st_cnn_beats_cnn_significantly"] and low > 0
     assert report["budget"] == "paper" and not report["smoke"]
-    assert report["wall_seconds"] <= 90 * 60
+
+
+def test_committed_runs_keep_the_papers_budget_promises():
+    """Every committed paper-scale run finished inside 90 minutes on this
+    2-core machine and says how it was run."""
+    from keras_stn.paper import experiment
+
+    reports = [json.loads(path.read_text())
+               for path in (REPO_ROOT / "saved_models").glob("*/report.json")]
+    runs = [r for r in reports if r.get("budget") in ("paper", "long")]
+    assert {r["distortion"] for r in runs} == set(datasets.DISTORTIONS)
+    for report in runs:
+        name = experiment.default_run_name(
+            report["distortion"], report["transform"], report["budget"])
+        assert report["wall_seconds"] <= 90 * 60, name
+        assert report["command"].startswith("python -m keras_stn.cli train")
+        assert f"--budget {report['budget']}" in report["command"], name
+        assert report["peak_rss_mb"] > 100, name
+        assert report["test_examples"] == 10000, name
+        budget = experiment.BUDGETS[report["budget"]]
+        assert report["epochs"] == budget["epochs"], name
+        assert report["steps_per_epoch"] == budget["steps_per_epoch"], name
+        for key, model in report["models"].items():
+            assert len(model["seconds_per_epoch"]) == report["epochs"]
+            # Trained until the held-out curve flattened: the last five
+            # epochs' held-out errors lie within half a percentage point.
+            errors = [100 * (1 - accuracy) for accuracy in
+                      report["history"][key]["val_accuracy"][-5:]]
+            assert len(errors) == 5 and max(errors) - min(errors) <= 0.5, (
+                name, key, errors)
 
 
 @needs_mnist
