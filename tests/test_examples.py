@@ -108,11 +108,20 @@ def test_readme_python_blocks_run(tmp_path):
 
 @needs_mnist
 def test_mnist_addition_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "examples/mnist_addition.py", "--smoke",
-         "--output-dir", str(tmp_path)],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
-        timeout=600)
+    def run():
+        return subprocess.run(
+            [sys.executable, "examples/mnist_addition.py", "--smoke",
+             "--output-dir", str(tmp_path)],
+            cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+            timeout=600)
+
+    result = run()
+    if result.returncode < 0:
+        # Known, rare (1 in ~10 loaded CI runs, 2026-11-26): TensorFlow
+        # itself died of a signal (SIGSEGV) with this example's two
+        # XLA-compiled tf.data streams; under investigation. One retry;
+        # a Python error is never retried.
+        result = run()
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["smoke"] and 0 <= report["test_error_percent"] <= 100
