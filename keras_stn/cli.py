@@ -73,7 +73,10 @@ def _load_model(path):
 
 @contextlib.contextmanager
 def _quiet_stderr(enabled):
-    """Silences LiteRT's C-level log lines (its XNNPACK notice) on fd 2."""
+    """Silences native (C++, absl, LiteRT) log lines on descriptor 2 for
+    the duration of the block only: TensorFlow's start-up, the SavedModel
+    export and the TFLite conversion print them whatever the log level.
+    A crash outside these blocks still reaches the terminal."""
     if not enabled:
         yield
         return
@@ -103,7 +106,8 @@ def _export(args):
         if target and os.path.exists(target) and not args.overwrite:
             raise UserError(f"{target!r} exists; pass --overwrite to replace "
                             "it")
-    model = _load_model(args.model)
+    with _quiet_stderr(not args.verbose):
+        model = _load_model(args.model)
     if len(model.inputs) != 1:
         raise UserError(
             f"keras-stn export takes single-input models; {args.model!r} has "
@@ -131,7 +135,8 @@ def _export(args):
         # file behind.
         saved_model = os.path.join(scratch, "saved_model")
         if args.saved_model:
-            model.export(saved_model, verbose=False)
+            with _quiet_stderr(not args.verbose):
+                model.export(saved_model, verbose=False)
         path = None
         if args.tflite:
             path = os.path.join(scratch, "model.tflite")
@@ -274,12 +279,29 @@ def build_parser():
     return parser
 
 
+def _wants_verbose(argv):
+    """Whether `argv` asks for `--verbose`, as argparse reads it (so its
+    abbreviations, `--verb`, count), before the full parser is built:
+    building it loads TensorFlow, whose log level must be set first."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--verbose", action="store_true")
+    known, _ = early.parse_known_args(argv)
+    return known.verbose
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The package itself silenced TensorFlow's C++ logs before loading it
-    # (see keras_stn/__init__.py); Python-side loggers are quieted here.
-    parser = build_parser()
-    if "--verbose" not in argv:
+    verbose = _wants_verbose(argv)
+    if not verbose:
+        # Set before TensorFlow loads (importing keras_stn does not load
+        # it): its C++ logs read these once, at start-up.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    with _quiet_stderr(not verbose):
+        # TensorFlow's absl start-up notices go to descriptor 2 whatever
+        # the log level.
+        parser = build_parser()
+    if not verbose:
         import absl.logging
         import tensorflow as tf
 

@@ -23,7 +23,7 @@ from keras_stn import backends
 from keras_stn import grid
 from keras_stn import sampling
 from keras_stn import spatial_transformer
-from keras_stn._compilation import use_target
+from keras_stn.backends.tensorflow.compilation import use_target
 
 _SUPPORTED_QUANTIZATION = (None, "float16", "dynamic_range", "int8")
 # Besides custom ops (Select TF ops among them, listed as "CUSTOM:<code>",

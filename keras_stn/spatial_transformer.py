@@ -8,12 +8,12 @@ from keras import ops
 
 from keras_stn import backends
 from keras_stn import transforms as transforms_lib
-from keras_stn.backends.tensorflow import GRID_SCOPE  # noqa: F401 (export)
-from keras_stn.backends.tensorflow import SAMPLER_SCOPE  # noqa: F401
-from keras_stn.grid import check_size
-from keras_stn.sampling import check_align_corners
-from keras_stn.sampling import check_interpolation
-from keras_stn.sampling import check_padding_mode
+from keras_stn.core.scopes import GRID_SCOPE  # noqa: F401 (export)
+from keras_stn.core.scopes import SAMPLER_SCOPE  # noqa: F401
+from keras_stn.core.checks import check_size
+from keras_stn.core.checks import check_align_corners
+from keras_stn.core.checks import check_interpolation
+from keras_stn.core.checks import check_padding_mode
 
 _SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
 

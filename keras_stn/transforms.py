@@ -9,19 +9,29 @@ Convention:
     parameters map target (output) coordinates to source (input) coordinates.
 """
 
+import importlib
+
 import numpy as np
-import tensorflow as tf
 
 from keras_stn import backends
-from keras_stn.grid import affine_coordinates
-from keras_stn.grid import affine_grid
-from keras_stn.grid import coordinate_dtype
-from keras_stn.grid import times_meshgrid
-
+from keras_stn.core.checks import shape_of
 # Smallest magnitude of the homogeneous coordinate a projective transform
 # divides by; keeps a degenerate homography finite (the sampler then reads
 # such far-away points as outside the image).
-_PROJECTIVE_EPSILON = 1e-6
+from keras_stn.core.coordinates import PROJECTIVE_EPSILON as _PROJECTIVE_EPSILON
+from keras_stn.core.meshgrid import homogeneous_meshgrid
+from keras_stn.grid import affine_coordinates
+from keras_stn.grid import affine_grid
+
+
+def _tf():
+    """TensorFlow, imported only once a TF tensor reaches a transform."""
+    return importlib.import_module("tensorflow")
+
+
+def _tf_grid_ops():
+    """The TF backend's grid module (`times_meshgrid`, `coordinate_dtype`)."""
+    return importlib.import_module("keras_stn.backends.tensorflow.grid")
 
 
 class Transform:
@@ -86,14 +96,16 @@ class Transform:
             raise ValueError(
                 f"Invalid shape for argument `params` of transform "
                 f"'{self.name}'. Expected {self._expected_layout()}. "
-                f"Received: params.shape={tf.TensorShape(shape)}"
+                f"Received: params.shape={shape_of(params)}"
             )
         return backend.flatten(self, params)
 
     def _tf_flatten(self, params):
         """`flatten` on TensorFlow, after its static checks."""
+        tf = _tf()
+        tf_grid = _tf_grid_ops()
         params = tf.convert_to_tensor(params)
-        params = tf.cast(params, coordinate_dtype(params.dtype))
+        params = tf.cast(params, tf_grid.coordinate_dtype(params.dtype))
         if None in tuple(params.shape)[1:]:
             check = tf.debugging.assert_equal(
                 tf.reduce_prod(tf.shape(params)[1:]), self.num_params,
@@ -167,6 +179,7 @@ class _LinearAffine(Transform):
 
     def to_affine(self, params):
         """The `[batch, 6]` row-major affine θ of `params` (TensorFlow)."""
+        tf = _tf()
         # The public entry: the static shape check of `flatten` first.
         params = self.flatten(tf.convert_to_tensor(params))
         expansion = tf.constant(self.expansion, dtype=params.dtype)
@@ -289,12 +302,14 @@ class Projective(Transform):
         return np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
 
     def _tf_coordinates(self, params, size, align_corners=False):
+        tf = _tf()
+        tf_grid = _tf_grid_ops()
         params = self._tf_flatten(params)
         # One product per row of H (no [..., 3] axis to transpose or split:
         # those ops would also be quantised by int8 export).
         rows = [params[:, 0:3], params[:, 3:6]]
         last = tf.concat([params[:, 6:8], tf.ones_like(params[:, :1])], 1)
-        u, v, w = [tf.reshape(times_meshgrid(row, size, align_corners),
+        u, v, w = [tf.reshape(tf_grid.times_meshgrid(row, size, align_corners),
                               [-1, *size]) for row in (*rows, last)]
         w = tf.where(
             w >= 0.0,
@@ -304,6 +319,7 @@ class Projective(Transform):
         return [u / w, v / w]
 
     def _tf_grid(self, params, size, align_corners=False):
+        tf = _tf()
         return tf.stack(self._tf_coordinates(params, size, align_corners), -1)
 
 
@@ -371,9 +387,7 @@ class ThinPlateSpline(Transform):
         """NumPy `[height * width, n²]` matrix M with grid = M @ positions."""
         key = (tuple(size), align_corners)
         if key not in self._matrices:
-            from keras_stn.grid import _homogeneous_meshgrid
-
-            targets = _homogeneous_meshgrid(size, align_corners, np.float64)
+            targets = homogeneous_meshgrid(size, align_corners, np.float64)
             targets = targets[:, :2]
             kernel = _tps_kernel(
                 np.sum((targets[:, None] - self._points[None]) ** 2, -1)
@@ -385,6 +399,7 @@ class ThinPlateSpline(Transform):
         return self._matrices[key]
 
     def _tf_grid(self, params, size, align_corners=False):
+        tf = _tf()
         params = self._tf_flatten(params)
         count = self.control_points**2
         positions = tf.reshape(params, [-1, count, 2])

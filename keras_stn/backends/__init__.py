@@ -4,8 +4,10 @@
 `SpatialTransformer` layer do their argument checks once, then hand the
 arithmetic to the module of the backend that owns the tensors:
 
-- `tensorflow`: the TF-ops implementation (`keras_stn.grid`,
-  `keras_stn.sampling`), the one TFLite export traces;
+- `tensorflow`: the TF-ops implementation, the one TFLite export traces
+  (its package also holds the TF-only formulations: the fast 2-D bilinear
+  kernel, the TFLite per-axis planes, the fused-multiply-add emulation and
+  the compilation targets);
 - `jax`: `keras.ops` formulations (`portable`) compiled with `jax.jit`;
 - `torch`: `torch.nn.functional.affine_grid` / `grid_sample`, whose
   conventions are ours, after the same hostile-coordinate guard, and
@@ -67,10 +69,17 @@ def require_tensorflow(feature):
             "and its predictions are the same on every backend.")
 
 
-def checked(value):
-    """`(tensor, backend module)`: `value` as a tensor of the backend that
-    owns it (lists and NumPy arrays become Keras-backend tensors)."""
-    backend = for_values(value)
+def is_symbolic(*values):
+    """True if any of `values` is a `keras.KerasTensor` (a functional
+    model's placeholder), which the public ops hand to a Keras operation."""
+    return any(isinstance(value, keras.KerasTensor) for value in values)
+
+
+def checked(value, backend=None):
+    """`(tensor, backend module)`: `value` as a tensor of `backend` (by
+    default the backend that owns it; lists and NumPy arrays become
+    Keras-backend tensors)."""
+    backend = backend or for_values(value)
     if backend.NAME == "tensorflow":
         import tensorflow as tf
 

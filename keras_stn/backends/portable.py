@@ -1,9 +1,8 @@
 """Grids and sampler in `keras.ops`: the JAX path, and PyTorch's for what
 its own functions do not cover.
 
-The same arithmetic as the TensorFlow path (`keras_stn.grid`,
-`keras_stn.sampling`, `keras_stn._coordinates`), written once for any Keras
-backend: PyTorch's meshgrid bit for bit, PyTorch's unnormalisation, the
+The same arithmetic as the TensorFlow path (`keras_stn.backends.tensorflow`),
+written once for any Keras backend: PyTorch's meshgrid bit for bit, PyTorch's unnormalisation, the
 same bound on hostile coordinates, the same near-integer snap, and
 PyTorch's derivatives at the kinks (the corner is the floor of the
 unsnapped coordinate; border and reflection clip with derivative 0 on the
@@ -16,13 +15,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_stn import _coordinates
-from keras_stn.grid import _homogeneous_meshgrid
-# Plain arithmetic: the same cubic-convolution weights on any backend.
-from keras_stn.sampling import _cubic_weights
-
-_SNAP_RELATIVE = {"float32": 2.0**-20, "float64": 2.0**-49}
-_PROJECTIVE_EPSILON = 1e-6
+from keras_stn.core import coordinates as _coordinates
+from keras_stn.core.coordinates import PROJECTIVE_EPSILON as _PROJECTIVE_EPSILON
+from keras_stn.core.coordinates import SNAP_RELATIVE as _SNAP_RELATIVE
+from keras_stn.core.coordinates import cubic_weights as _cubic_weights
+from keras_stn.core.meshgrid import homogeneous_meshgrid as _homogeneous_meshgrid
 
 
 def coordinate_dtype(value):
@@ -108,7 +105,7 @@ def _bounded(coord, size, padding_mode):
     margin = float(_coordinates.MARGIN)
     coord = ops.where(ops.isnan(coord), -margin, coord)
     if padding_mode == "reflection":
-        limit = _coordinates._REFLECTION_LIMIT
+        limit = _coordinates.REFLECTION_LIMIT
         return ops.clip(coord, -limit, limit)
     return ops.clip(coord, -margin, size - 1.0 + margin)
 

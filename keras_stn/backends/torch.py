@@ -13,7 +13,7 @@ import keras
 import torch
 import torch.nn.functional as F
 
-from keras_stn import _coordinates
+from keras_stn.core import coordinates as _coordinates
 from keras_stn.backends import portable
 
 NAME = "torch"
@@ -65,7 +65,7 @@ def _guarded(grid, sizes, padding_mode, align_corners):
     low, high, nan = [], [], []
     for size in sizes:
         if padding_mode == "reflection":
-            limit = _coordinates._REFLECTION_LIMIT
+            limit = _coordinates.REFLECTION_LIMIT
             bounds = (-limit, limit)
         else:
             bounds = (-margin, size - 1.0 + margin)

@@ -20,7 +20,7 @@ with builtin ops only:
 
 import tensorflow as tf
 
-from keras_stn import _coordinates
+from keras_stn.backends.tensorflow import coordinates as _coordinates
 
 # Zero padding of the image on each spatial axis, before and after: the
 # pixel coordinates reach [-MARGIN, size - 1 + MARGIN] and a corner one more.

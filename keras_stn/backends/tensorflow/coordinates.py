@@ -12,18 +12,11 @@ derivative of 1 strictly inside the image and 0 on or beyond its border.
 
 import tensorflow as tf
 
-# Zeros and border padding read the same for every coordinate this many
-# pixels or more outside the image (a bilinear corner or bicubic tap with a
-# non-zero weight is then outside, or clipped to the edge), so coordinates
-# are clamped to [-MARGIN, size - 1 + MARGIN]: finite, safe to cast to int,
-# and within the zero padding of the bilinear kernel.
-MARGIN = 2
-# Beyond 2**23 a float32 has no fractional part: reflection of such a
-# coordinate is meaningless, so it is clamped there first.
-_REFLECTION_LIMIT = 2.0**23
-# A fraction within this many sizes' worth of relative precision of 0 or 1
-# is snapped onto it (see `split`).
-_SNAP_RELATIVE = {tf.float32: 2.0**-20, tf.float64: 2.0**-49}
+from keras_stn.core import coordinates as _shared
+
+# The bounds every backend shares (`keras_stn.core.coordinates`).
+MARGIN = _shared.MARGIN
+_REFLECTION_LIMIT = _shared.REFLECTION_LIMIT
 
 
 def unnormalize(coord, size, align_corners, fused=False):
@@ -128,7 +121,7 @@ def snap_tolerance(size, dtype):
     """How close to an integer a pixel coordinate of an axis of `size`
     pixels lands by rounding alone (16× the float error of a coordinate
     of that size: 2.7e-5 px at 28 px, 1e-4 px at 100 px)."""
-    return max(size, 1) * _SNAP_RELATIVE[tf.as_dtype(dtype)]
+    return _shared.snap_tolerance(size, tf.as_dtype(dtype).name)
 
 
 def split(coord, tolerance):
