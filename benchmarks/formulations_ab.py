@@ -9,7 +9,7 @@ path (`affine_coordinates` + `sample_coordinates`, affine θ near the
 identity, bilinear, zeros padding) twice in one process: as the package
 traces it (A) and with one formulation swapped at trace time (B), calls of A
 and B interleaved so that a slow spell of the machine hits both alike. The
-swaps patch private names of `keras_stn._bilinear` and `keras_stn.grid` for
+swaps patch private names of `keras_stn.backends.tensorflow.bilinear` and `.grid` for
 the duration of a trace; the numbers are equal either way (the tests check
 every formulation against a NumPy reference), only the time differs.
 
@@ -51,8 +51,8 @@ def patched(module, **replacements):
 def _experiments():
     import tensorflow as tf
 
-    from keras_stn import _bilinear
-    from keras_stn import grid
+    from keras_stn.backends.tensorflow import bilinear as _bilinear
+    from keras_stn.backends.tensorflow import grid
 
     def no_materialise():
         return patched(_bilinear, _materialised=lambda values: values)

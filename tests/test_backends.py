@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
-from keras_stn.grid import _homogeneous_meshgrid
+from keras_stn.core.meshgrid import homogeneous_meshgrid as _homogeneous_meshgrid
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
 

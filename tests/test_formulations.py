@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
-from keras_stn import _bilinear
-from keras_stn import _compilation
+from keras_stn.backends.tensorflow import bilinear as _bilinear
+from keras_stn.backends.tensorflow import compilation as _compilation
 from tests import reference
 from tests.conftest import TOLERANCES
 
