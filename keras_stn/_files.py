@@ -1,5 +1,6 @@
 """Writing results whole or not at all."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,3 +42,36 @@ def write_json(path, value):
     with open(staged, "w") as file:
         json.dump(value, file, indent=2)
     os.replace(staged, path)
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Holds an exclusive lock on the file `path` (created if missing) for
+    the block: processes started together (test workers, two training runs
+    on a fresh machine) take turns. The operating system releases it if the
+    holder dies."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a+b") as handle:
+        if os.name == "nt":  # pragma: no cover - Windows
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

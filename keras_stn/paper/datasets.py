@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_stn import sampling
+from keras_stn._files import file_lock
 from keras_stn import transforms as transforms_lib
 from keras_stn.grid import affine_grid
 
@@ -84,6 +85,44 @@ def _check_idx_file(path):
             "four original IDX .gz files (re-download or copy it again).")
 
 
+def default_data_dir(data_dir=None):
+    """The folder tfds keeps the prepared MNIST in: `data_dir`, else
+    `$KERAS_STN_DATA_DIR`, else tfds' own default (`$TFDS_DATA_DIR`, else
+    `~/tensorflow_datasets`)."""
+    return (data_dir or os.environ.get(DATA_DIR_ENV)
+            or os.environ.get("TFDS_DATA_DIR")
+            or os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+
+
+def prepare_mnist(mnist_dir=None, data_dir=None):
+    """Prepares tfds' MNIST in `data_dir` once, safely when several
+    processes start at once.
+
+    tfds writes a split's files under temporary names and renames them
+    when done, and two processes preparing one folder at once break each
+    other's renames ("Failed to finalize writing of split"): a file lock in
+    `data_dir` makes them take turns, and the later ones find the dataset
+    prepared.
+
+    Args:
+        mnist_dir, data_dir: as in `load_mnist`.
+
+    Returns:
+        The data folder, to pass to `tfds.load(..., download=False)`.
+    """
+    import tensorflow_datasets as tfds
+
+    mnist_dir = resolve_mnist_dir(mnist_dir)
+    data_dir = default_data_dir(data_dir)
+    with file_lock(os.path.join(data_dir, ".keras_stn_mnist.lock")):
+        builder = tfds.builder("mnist", data_dir=data_dir)
+        if not builder.is_prepared():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=mnist_dir))
+    return data_dir
+
+
 def load_mnist(split="train", mnist_dir=None, data_dir=None):
     """MNIST as a `tf.data.Dataset` of `(image, label)` pairs.
 
@@ -95,6 +134,8 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
             defaults to `$KERAS_STN_MNIST_DIR`; `None` downloads.
         data_dir: where tfds keeps the prepared dataset; defaults to
             `$KERAS_STN_DATA_DIR`, else tfds' default (`~/tensorflow_datasets`).
+            Preparing it is safe when processes start together
+            (`prepare_mnist`).
 
     Returns:
         A dataset of float32 images `[28, 28, 1]` in [0, 1] and int64 labels,
@@ -114,16 +155,14 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
     # Imported here: tfds is heavy and only the data pipelines need it.
     import tensorflow_datasets as tfds
 
-    mnist_dir = resolve_mnist_dir(mnist_dir)
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
-    download_config = tfds.download.DownloadConfig(manual_dir=mnist_dir)
+    data_dir = prepare_mnist(mnist_dir, data_dir)
     dataset = tfds.load(
         "mnist",
         split=_TFDS_SPLITS[split],
         as_supervised=True,
         shuffle_files=False,
         data_dir=data_dir,
-        download_and_prepare_kwargs={"download_config": download_config},
+        download=False,
     )
 
     def to_float(image, label):
@@ -136,13 +175,11 @@ def load_mnist(split="train", mnist_dir=None, data_dir=None):
 def _mnist_arrays(split, mnist_dir, data_dir):
     import tensorflow_datasets as tfds
 
-    mnist_dir = resolve_mnist_dir(mnist_dir)
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None
-    download_config = tfds.download.DownloadConfig(manual_dir=mnist_dir)
+    data_dir = prepare_mnist(mnist_dir, data_dir)
     dataset = tfds.load(
         "mnist", split=_TFDS_SPLITS[split], as_supervised=True,
         shuffle_files=False, data_dir=data_dir, batch_size=-1,
-        download_and_prepare_kwargs={"download_config": download_config})
+        download=False)
     images, labels = tfds.as_numpy(dataset)
     images.setflags(write=False)
     labels.setflags(write=False)
