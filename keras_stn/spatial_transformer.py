@@ -11,6 +11,7 @@ from keras_stn import transforms as transforms_lib
 from keras_stn.core.scopes import GRID_SCOPE  # noqa: F401 (export)
 from keras_stn.core.scopes import SAMPLER_SCOPE  # noqa: F401
 from keras_stn.core.checks import check_size
+from keras_stn.core.meshgrid import check_grid_memory
 from keras_stn.core.checks import check_align_corners
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
@@ -251,7 +252,8 @@ class SpatialTransformer(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
-        self._target_size(input_shape)
+        check_grid_memory(self._target_size(input_shape),
+                          argument="output_size")
         # A symbolic call builds any localisation net (Sequential, functional
         # or subclassed) and tells the shape of θ before any data flows.
         theta = self.localization_net(

@@ -6,6 +6,7 @@ read-only NumPy array cached per size.
 """
 
 import functools
+import os
 import warnings
 from fractions import Fraction
 
@@ -69,7 +70,16 @@ def homogeneous_meshgrid(size, align_corners, dtype=np.float32):
     size = tuple(size)
     if align_corners and 1 in size:
         warnings.warn(_UNIT_SIZE_WARNING.format(size=size), stacklevel=3)
-    return _cached_meshgrid(size, align_corners, np.dtype(dtype).type)
+    dtype = np.dtype(dtype).type
+    check_grid_memory(size, itemsize=np.dtype(dtype).itemsize)
+    try:
+        return _cached_meshgrid(size, align_corners, dtype)
+    except MemoryError as error:
+        raise GridMemoryError(
+            f"Invalid value for argument `size`: the meshgrid of a {size} "
+            f"grid needs {_gib(grid_bytes(size, np.dtype(dtype).itemsize))}, "
+            "more than could be allocated. Received: "
+            f"size={size!r}") from error
 
 
 @functools.lru_cache(maxsize=64)
@@ -81,3 +91,54 @@ def _cached_meshgrid(size, align_corners, dtype):
     base = np.stack(coords, axis=-1).astype(dtype)
     base.flags.writeable = False
     return base
+
+
+class GridMemoryError(MemoryError, ValueError):
+    """A grid larger than this process can hold (a `MemoryError` and a
+    `ValueError`: the size asked for is the mistake)."""
+
+
+def available_memory():
+    """Bytes this process may allocate at most: the machine's physical
+    memory, or the address-space limit (`ulimit -v`) when lower; `None`
+    where neither can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):  # pragma: no cover
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            limits.append(soft)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - Windows
+        pass
+    return min(limits) if limits else None
+
+
+def grid_bytes(size, itemsize=4):
+    """Bytes a warp to `size` needs at least: the homogeneous meshgrid
+    `[N, k + 1]` and one example's grid `[N, k]`, N = prod(size)."""
+    points = int(np.prod(size, dtype=np.float64))
+    rank = len(size)
+    return points * (2 * rank + 1) * itemsize
+
+
+def _gib(count):
+    return f"{count / 2**30:.1f} GiB"
+
+
+def check_grid_memory(size, argument="size", itemsize=4):
+    """Raises a `GridMemoryError` naming `argument` when a grid of `size`
+    cannot fit in the memory this process may allocate."""
+    needed = grid_bytes(size, itemsize)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise GridMemoryError(
+            f"Invalid value for argument `{argument}`: a {size} grid needs "
+            f"at least {_gib(needed)} ({int(np.prod(size)):,} points: the "
+            f"meshgrid and one example's grid), more than the "
+            f"{_gib(available)} this process may allocate. Use a smaller "
+            f"size. Received: {argument}={size!r}")
