@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 _ATTRIBUTES = {
     # The layer and its ops.
     "SpatialTransformer": "keras_stn.spatial_transformer",
+    "Warp": "keras_stn.field_layers",
+    "IntegrateVelocity": "keras_stn.field_layers",
     "affine_coordinates": "keras_stn.grid",
     "affine_grid": "keras_stn.grid",
     "grid_sample": "keras_stn.sampling",
@@ -33,17 +35,21 @@ _ATTRIBUTES = {
     "run_tflite": "keras_stn.export",
     "tflite_ops": "keras_stn.export",
 }
-_SUBMODULES = ("backends", "callbacks", "core", "export", "grid",
+_SUBMODULES = ("backends", "callbacks", "core", "export", "field_layers",
+               "fields", "grid",
                "initializers", "paper", "sampling", "spatial_transformer",
                "transforms")
 
 __all__ = [
     "SpatialTransformer",
+    "Warp",
+    "IntegrateVelocity",
     "affine_coordinates",
     "affine_grid",
     "grid_sample",
     "sample_coordinates",
     "transforms",
+    "fields",
     "localization_head",
     "IdentityInitializer",
     "export_tflite",

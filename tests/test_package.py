@@ -136,7 +136,8 @@ def test_argparse_decides_verbose(argv, verbose):
 
 def test_public_names():
     assert set(keras_stn.__all__) == {
-        "SpatialTransformer", "affine_grid", "affine_coordinates",
+        "SpatialTransformer", "Warp", "IntegrateVelocity", "fields",
+        "affine_grid", "affine_coordinates",
         "grid_sample", "sample_coordinates", "transforms",
         "localization_head", "IdentityInitializer", "export_tflite",
         "run_tflite", "tflite_ops"}
@@ -175,8 +176,9 @@ MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
 LAYERS = [
     ("keras_stn.cli", "keras_stn.paper", "keras_stn.export",
      "keras_stn.callbacks"),
-    ("keras_stn.spatial_transformer", "keras_stn.initializers"),
-    ("keras_stn.transforms",),
+    ("keras_stn.spatial_transformer", "keras_stn.initializers",
+     "keras_stn.field_layers"),
+    ("keras_stn.fields", "keras_stn.transforms"),
     ("keras_stn.grid", "keras_stn.sampling"),
     ("keras_stn.backends",),
     ("keras_stn.core", "keras_stn._files"),
@@ -209,6 +211,7 @@ def test_the_core_and_the_public_ops_import_no_backend_at_the_top():
         neutral = (module.startswith("keras_stn.core") or module in (
             "keras_stn", "keras_stn.grid", "keras_stn.sampling",
             "keras_stn.transforms", "keras_stn.spatial_transformer",
+            "keras_stn.fields", "keras_stn.field_layers",
             "keras_stn.initializers", "keras_stn.backends",
             "keras_stn.backends.portable"))
         if not neutral:
