@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_stn import backends
+from keras_stn import fields
 from keras_stn import transforms as transforms_lib
 from keras_stn.core.scopes import GRID_SCOPE  # noqa: F401 (export)
 from keras_stn.core.scopes import SAMPLER_SCOPE  # noqa: F401
@@ -77,7 +78,13 @@ class SpatialTransformer(keras.layers.Layer):
             row-major 2×3 matrix), `"attention"` (3: `s, tx, ty`, θ =
             `[[s, 0, tx], [0, s, ty]]`), `"translation"` (2: `tx, ty`),
             `"projective"` (8: a 3×3 homography with h33 = 1, row-major)
-            or `"tps"` (thin-plate spline, `2 n²`: see `control_points`).
+            , `"tps"` (thin-plate spline, `2 n²`: see `control_points`) or
+            `"displacement"`: the net emits a dense field `[batch, h, w, 2]`
+            (x, y) at any resolution, in pixels of that resolution; it is
+            resized to the output size (`keras_stn.fields.resize`, values
+            rescaled), converted to input pixels and warped by
+            (`fields.warp`; `align_corners` does not apply; `return_theta`
+            returns that field, in input pixels).
         interpolation: `"bilinear"` (default) or `"nearest"`.
         padding_mode: what samples outside the input read: `"zeros"`
             (default), `"border"` or `"reflection"`, as in PyTorch.
@@ -294,9 +301,23 @@ class SpatialTransformer(keras.layers.Layer):
         # The grid generator and the sampler, by the backend owning the
         # tensors (on TensorFlow, in the name scopes TFLite export keeps
         # in float when the rest of the model is quantised).
-        outputs = backends.for_values(images, theta).warp(
-            images, transform, theta, self._target_size(inputs.shape),
-            self.interpolation, self.padding_mode, self.align_corners)
+        size = self._target_size(inputs.shape)
+        if transform.name == "displacement":
+            # The field, at whatever resolution the net emits, resized to
+            # the output (values rescaled with it), then warped by.
+            theta = fields.resize(theta, size)
+            input_size = tuple(images.shape[1:-1])
+            if input_size != size:
+                # From output pixels to the input's, which warp takes.
+                theta = theta * ops.convert_to_tensor(
+                    [i / o for i, o in zip(input_size[::-1], size[::-1])],
+                    theta.dtype)
+            outputs = fields.warp(images, theta, self.interpolation,
+                                  self.padding_mode)
+        else:
+            outputs = backends.for_values(images, theta).warp(
+                images, transform, theta, size, self.interpolation,
+                self.padding_mode, self.align_corners)
         if self.data_format == "channels_first":
             outputs = ops.transpose(outputs, [0, rank - 1, *range(1, rank - 1)])
         if self.return_theta:
@@ -321,6 +342,8 @@ class SpatialTransformer(keras.layers.Layer):
             shape = (input_shape[0], input_shape[1], *size)
         if self.return_theta:
             transform = self._transform_for(len(input_shape))
+            if transform.name == "displacement":
+                return shape, (input_shape[0], *size, len(size))
             return shape, (input_shape[0], transform.num_params)
         return shape
 

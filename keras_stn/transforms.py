@@ -11,6 +11,7 @@ Convention:
 
 import importlib
 
+import keras
 import numpy as np
 
 from keras_stn import backends
@@ -416,10 +417,63 @@ class ThinPlateSpline(Transform):
         )
 
 
+class Displacement(Transform):
+    """A dense displacement field: the localisation net emits
+    `[batch, h, w, 2]` (volumes `[batch, d, h, w, 3]`) in pixels of the
+    input, at any resolution; `SpatialTransformer` resizes it to the output
+    size (`keras_stn.fields.resize`) and warps with `keras_stn.fields.warp`.
+    Its identity is the zero field; `align_corners` does not apply.
+    """
+
+    name = "displacement"
+    num_params = None
+
+    def __init__(self, spatial_rank=2):
+        self.spatial_rank = spatial_rank
+
+    def for_spatial_rank(self, rank):
+        return self if rank == self.spatial_rank else Displacement(rank)
+
+    @property
+    def identity(self):
+        return np.zeros((), np.float32)
+
+    def params_shape_error(self, shape):
+        rank = self.spatial_rank
+        if len(shape) == rank + 2 and shape[-1] == rank:
+            return None
+        layout = ("[batch, height, width, 2]" if rank == 2
+                  else "[batch, depth, height, width, 3]")
+        return (
+            "The localization_net must output a displacement field for "
+            f"transform='displacement', as a tensor of shape {layout} (any "
+            f"spatial size). Received: output shape {tuple(shape)}")
+
+    def _expected_layout(self):
+        return ("[batch, height, width, 2]" if self.spatial_rank == 2
+                else "[batch, depth, height, width, 3]")
+
+    def flatten(self, params):
+        """The field itself, float32 (float64 kept), after a shape check."""
+        params, _ = backends.checked(params)
+        error = self.params_shape_error(tuple(params.shape))
+        if error:
+            raise ValueError(
+                f"Invalid shape for argument `params` of transform "
+                f"'displacement'. Expected {self._expected_layout()}. "
+                f"Received: params.shape={shape_of(params)}")
+        dtype = ("float64" if keras.backend.standardize_dtype(params.dtype)
+                 == "float64" else "float32")
+        return keras.ops.cast(params, dtype)
+
+    def _key(self):
+        return (type(self), self.spatial_rank)
+
+
 _TRANSFORMS = {
     cls.name: cls
     for cls in (Affine, Attention, Translation, Projective, ThinPlateSpline,
-                Affine3D)
+                Affine3D, Displacement)
 }
 SUPPORTED_TRANSFORMS = tuple(_TRANSFORMS)
 
@@ -430,7 +484,8 @@ def get(name, control_points=None):
     Args:
         name: one of `SUPPORTED_TRANSFORMS`: `"affine"`, `"attention"`,
             `"translation"`, `"projective"`, `"tps"` (thin-plate spline),
-            `"affine_3d"` (volumes); or an instance of one of these
+            `"affine_3d"` (volumes), `"displacement"` (a dense field); or an
+            instance of one of these
             transforms' classes, returned as is. `SpatialTransformer` takes
             the same.
         control_points: for `"tps"` only, the n of its n×n control points

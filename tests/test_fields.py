@@ -475,3 +475,80 @@ def test_registration_model_exports_to_builtins_only_tflite(tmp_path, rng):
     for g, w in zip(sorted(got, key=lambda a: a.shape[-1]),
                     sorted(want, key=lambda a: a.shape[-1])):
         np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+# -- SpatialTransformer(transform="displacement") --------------------------------
+
+
+def _field_net(resolution):
+    """A localisation net emitting a constant field at `resolution` that
+    shifts by one pixel of a 12-pixel input in x: resolution / 12 of its
+    own pixels (a zero kernel and that bias)."""
+    return keras.Sequential([
+        keras.layers.AveragePooling2D(12 // resolution),
+        keras.layers.Conv2D(2, 1, kernel_initializer="zeros",
+                            bias_initializer=keras.initializers.Constant(
+                                [resolution / 12, 0.0])),
+    ])
+
+
+class TestDisplacementTransform:
+    @pytest.mark.parametrize("resolution", [3, 6, 12])
+    def test_a_field_at_any_resolution_is_resized_and_warped(
+            self, rng, resolution):
+        layer = keras_stn.SpatialTransformer(_field_net(resolution),
+                                             transform="displacement",
+                                             padding_mode="border")
+        images = rng.random((2, 12, 12, 1), dtype="float32")
+        got = np_(layer(images))
+        # A constant field of (1, 0) input pixels: column j reads j + 1.
+        np.testing.assert_allclose(got[:, :, :-1], images[:, :, 1:],
+                                   atol=1e-5)
+
+    def test_other_output_sizes_and_return_theta(self, rng):
+        layer = keras_stn.SpatialTransformer(
+            _field_net(6), transform="displacement", output_size=(6, 6),
+            return_theta=True)
+        images = rng.random((2, 12, 12, 1), dtype="float32")
+        out, field = layer(images)
+        assert tuple(out.shape) == (2, 6, 6, 1) and tuple(field.shape) == (
+            2, 6, 6, 2)
+        # Output pixel p of 6 sits at input 2p + 0.5 (an identity resize),
+        # shifted by one input pixel in x.
+        j, i = np.meshgrid(np.arange(6), np.arange(6))
+        source = np.stack([2 * j + 1.5, 2 * i + 0.5], -1)
+        # reference_warp takes fields over an output of the image's grid:
+        # sample the 12-pixel image at the source points directly.
+        expected = np.zeros((2, 6, 6, 1))
+        for b in range(2):
+            for y in range(6):
+                for x in range(6):
+                    sx, sy = source[y, x]
+                    x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+                    fx, fy = sx - x0, sy - y0
+                    for dy, wy in ((0, 1 - fy), (1, fy)):
+                        for dx, wx in ((0, 1 - fx), (1, fx)):
+                            yy, xx = y0 + dy, x0 + dx
+                            if 0 <= yy < 12 and 0 <= xx < 12:
+                                expected[b, y, x] += wy * wx * images[b, yy, xx]
+        np.testing.assert_allclose(np_(out), expected, atol=1e-5)
+        np.testing.assert_allclose(np_(field)[..., 0], 1.0, atol=1e-6)
+
+    def test_a_net_of_the_wrong_shape_is_refused_at_build_time(self):
+        loc = keras.Sequential([keras.layers.Flatten(),
+                                keras_stn.localization_head("affine")])
+        layer = keras_stn.SpatialTransformer(loc, transform="displacement")
+        with pytest.raises(ValueError, match="displacement field"):
+            layer.build((None, 12, 12, 1))
+
+    def test_saves_and_reloads(self, tmp_path, rng):
+        model = keras.Sequential([
+            keras.Input((12, 12, 1)),
+            keras_stn.SpatialTransformer(_field_net(6),
+                                         transform="displacement")])
+        path = os.path.join(tmp_path, "displacement.keras")
+        model.save(path)
+        images = rng.random((2, 12, 12, 1), dtype="float32")
+        np.testing.assert_allclose(
+            keras.saving.load_model(path).predict(images, verbose=0),
+            model.predict(images, verbose=0), **F32)
