@@ -8,12 +8,16 @@ Convention: coordinates are normalised to [-1, 1], x then y, θ maps target
 PyTorch's meaning, so `affine_grid` and `grid_sample` agree with
 `torch.nn.functional.affine_grid` / `grid_sample` to float precision.
 
-Importing the package has no side effects and loads nothing but Keras: each
-public name is imported on first use, so on JAX and PyTorch TensorFlow loads
-only when a TensorFlow tensor, the export functions or the main job need it.
+Importing the package has no side effects: it registers its saveable
+classes with Keras (so `keras.saving.load_model` needs no `custom_objects`)
+and loads nothing else; the other public names load on first use, so on JAX
+and PyTorch TensorFlow loads only when a TensorFlow tensor, the export
+functions or the main job need it.
 """
 
 import importlib
+import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 
@@ -58,6 +62,23 @@ __all__ = [
 ]
 
 
+# The modules of every saveable class (layers, initializer, losses): loading a
+# `.keras` file finds them by their registered names.
+_REGISTERING = ("keras_stn.spatial_transformer", "keras_stn.field_layers",
+                "keras_stn.initializers", "keras_stn.fields")
+
+
+def register_serializables():
+    """Imports the modules that register keras_stn's saveable classes.
+
+    `import keras_stn` does it, except in the `keras-stn` command, which
+    calls it once it has set TensorFlow's log level (Keras' TensorFlow
+    backend loads TensorFlow, whose C++ logs read that level once).
+    """
+    for module in _REGISTERING:
+        importlib.import_module(module)
+
+
 def __getattr__(name):
     if name in _ATTRIBUTES:
         value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
@@ -71,3 +92,8 @@ def __getattr__(name):
 
 def __dir__():
     return sorted({*globals(), *_ATTRIBUTES, *_SUBMODULES})
+
+
+if not _os.path.basename(_sys.argv[0] if _sys.argv else "").startswith(
+        "keras-stn"):
+    register_serializables()

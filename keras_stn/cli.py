@@ -300,6 +300,9 @@ def main(argv=None):
     with _quiet_stderr(not verbose):
         # TensorFlow's absl start-up notices go to descriptor 2 whatever
         # the log level.
+        import keras_stn
+
+        keras_stn.register_serializables()
         parser = build_parser()
     if not verbose:
         import absl.logging
