@@ -6,7 +6,6 @@ on TensorFlow, export to builtins-only TFLite.
 """
 
 import keras
-import numpy as np
 
 from keras_stn import fields
 from keras_stn.core.checks import check_interpolation
@@ -68,7 +67,7 @@ class Warp(keras.layers.Layer):
         super().__init__(**kwargs)
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
-        fields._check_indexing(indexing)
+        fields.check_indexing(indexing)
         self.interpolation = interpolation
         self.padding_mode = padding_mode
         self.indexing = indexing
@@ -147,14 +146,9 @@ class IntegrateVelocity(keras.layers.Layer):
     def __init__(self, steps=7, padding_mode="zeros", indexing="xy",
                  **kwargs):
         super().__init__(**kwargs)
-        if isinstance(steps, (bool, np.bool_)) or not isinstance(
-                steps, (int, np.integer)) or steps < 0:
-            raise ValueError(
-                "Invalid value for argument `steps`. Expected an int >= 0. "
-                f"Received: steps={steps!r}")
+        self.steps = fields.check_count(steps, "steps", minimum=0)
         check_padding_mode(padding_mode)
-        fields._check_indexing(indexing)
-        self.steps = int(steps)
+        fields.check_indexing(indexing)
         self.padding_mode = padding_mode
         self.indexing = indexing
 

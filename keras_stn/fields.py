@@ -41,11 +41,21 @@ SUPPORTED_PENALTIES = ("l2", "bending")
 # -- Checks and conventions ---------------------------------------------------
 
 
-def _check_indexing(indexing):
+def check_indexing(indexing):
     if indexing not in SUPPORTED_INDEXING:
         raise ValueError(
             "Invalid value for argument `indexing`. Expected one of "
             f"{SUPPORTED_INDEXING}. Received: indexing={indexing!r}")
+
+
+def check_count(value, argument, minimum):
+    """`value` as an int >= `minimum`, or a `ValueError` naming `argument`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected an int >= "
+            f"{minimum}. Received: {argument}={value!r}")
+    return int(value)
 
 
 def _field(value, argument="displacement"):
@@ -73,7 +83,7 @@ def _field(value, argument="displacement"):
 
 def _to_xy(field, indexing):
     """The field's last axis in `(x, y[, z])` order."""
-    _check_indexing(indexing)
+    check_indexing(indexing)
     if indexing == "xy":
         return field
     return ops.flip(field, axis=-1)
@@ -158,7 +168,7 @@ def warp(images, displacement, interpolation="bilinear", padding_mode="zeros",
     """
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
-    _check_indexing(indexing)
+    check_indexing(indexing)
     displacement = _to_xy(_field(displacement), indexing)
     if not isinstance(images, keras.KerasTensor):
         images = ops.convert_to_tensor(images)
@@ -212,17 +222,13 @@ def integrate(velocity, steps=7, padding_mode="zeros", indexing="xy"):
     >>> round(float(np.asarray(u)[0, 4, 2, 0]), 4)
     0.5
     """
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(
-            steps, (int, np.integer)) or steps < 0:
-        raise ValueError(
-            "Invalid value for argument `steps`. Expected an int >= 0. "
-            f"Received: steps={steps!r}")
+    steps = check_count(steps, "steps", minimum=0)
     check_padding_mode(padding_mode)
     velocity = _field(velocity, "velocity")
     if steps == 0:
         return velocity
-    field = _to_xy(velocity, indexing) * (1.0 / 2**int(steps))
-    for _ in range(int(steps)):
+    field = _to_xy(velocity, indexing) * (1.0 / 2**steps)
+    for _ in range(steps):
         field = field + _sample_field(field, field, padding_mode)
     return _from_xy(field, indexing)
 
@@ -285,15 +291,11 @@ def invert(displacement, iterations=20, padding_mode="border", indexing="xy"):
     Returns:
         The inverse displacement, of `displacement`'s shape.
     """
-    if isinstance(iterations, (bool, np.bool_)) or not isinstance(
-            iterations, (int, np.integer)) or iterations < 1:
-        raise ValueError(
-            "Invalid value for argument `iterations`. Expected an int >= 1. "
-            f"Received: iterations={iterations!r}")
+    iterations = check_count(iterations, "iterations", minimum=1)
     check_padding_mode(padding_mode)
     field = _to_xy(_field(displacement), indexing)
     inverse = -field
-    for _ in range(int(iterations)):
+    for _ in range(iterations):
         inverse = -_sample_field(field, inverse, padding_mode)
     return _from_xy(inverse, indexing)
 
