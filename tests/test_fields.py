@@ -114,7 +114,9 @@ class TestWarp:
     def test_zero_field_is_the_identity(self, rng):
         images = rng.random((2, 5, 7, 3), dtype="float32")
         out = fields.warp(images, np.zeros((2, 5, 7, 2), "float32"))
-        np.testing.assert_array_equal(np_(out), images)
+        # Exact on TensorFlow and JAX (near-integers snap); PyTorch's own
+        # grid_sample, which the torch backend calls, is off by an ulp.
+        np.testing.assert_allclose(np_(out), images, atol=EXACT_ATOL)
 
     @pytest.mark.parametrize("shift", [(1, 0), (-2, 1), (0, 3)])
     def test_integer_translations_are_exact(self, rng, shift):
@@ -229,9 +231,11 @@ class TestComposeAndInvert:
         # Integer constant fields compose exactly.
         a = np.full_like(a, 1.0)
         b = np.full_like(b, -2.0)
+        # (to a few ulps of values up to 4: PyTorch's kernel does not snap)
         np.testing.assert_allclose(
             np_(fields.warp(image, fields.compose(a, b))),
-            np_(fields.warp(fields.warp(image, a), b)), atol=EXACT_ATOL)
+            np_(fields.warp(fields.warp(image, a), b)), atol=EXACT_ATOL,
+            rtol=1e-6)
 
     def test_compose_with_ij_indexing(self, rng):
         a = smooth_field(rng, (10, 12), 1.0)
