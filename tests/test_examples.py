@@ -184,3 +184,26 @@ def test_distortion_gallery_ink_statistic():
     assert abs(np.median(rotated) - 1.0) < 0.02 and rotated.min() > 0.8
     # P's corner noise (std 5 px on 28) pushes strokes off the canvas.
     assert np.mean(projective < 0.75) > 0.2 > np.mean(rotated < 0.75)
+
+
+@needs_mnist
+def test_register_mnist_smoke(tmp_path):
+    output_dir = tmp_path / "register_mnist"
+    result = subprocess.run(
+        [sys.executable, "examples/register_mnist.py", "--smoke",
+         "--output-dir", str(output_dir)],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output_dir / "report.json").read_text())
+    assert set(report["models"]) == {"displacement", "diffeomorphic",
+                                     "affine"}
+    for scores in report["models"].values():
+        assert 0.0 <= scores["dice_before"] <= 1.0
+        assert 0.0 <= scores["dice_after"] <= 1.0
+        assert 0.0 <= scores["folding_fraction"] <= 1.0
+        assert np.isfinite(scores["mse_after"])
+    assert report["volume_smoke"]["mse_after"] >= 0.0
+    assert not [op for op in report["tflite"]["ops"] if "FLEX" in op]
+    assert report["tflite"]["max_abs_difference"] < 1e-4
+    assert (output_dir / "registration.png").is_file()

@@ -298,10 +298,14 @@ def test_the_suite_keeps_its_data_out_of_the_home_folder():
 
 def test_file_lock_makes_processes_take_turns(tmp_path):
     log = tmp_path / "log.txt"
+    # The module alone, by path: the children need no Keras or TensorFlow.
     code = f"""
-        import sys, time
-        from keras_stn._files import file_lock
-        with file_lock({str(tmp_path / "lock")!r}):
+        import importlib.util, time
+        spec = importlib.util.spec_from_file_location(
+            "files", {str(PACKAGE / "_files.py")!r})
+        files = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(files)
+        with files.file_lock({str(tmp_path / "lock")!r}):
             with open({str(log)!r}, "a") as f:
                 f.write("start\\n"); f.flush()
                 time.sleep(0.5)
