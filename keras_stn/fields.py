@@ -373,9 +373,9 @@ def resize(displacement, size, indexing="xy"):
     size = check_size(size, ranks=(rank,))
     old = _spatial(field)
     if size != old:
-        identity = np.eye(rank, rank + 1, dtype=np.float32)[None]
-        grid = affine_grid(ops.convert_to_tensor(identity), size, False)
-        grid = ops.broadcast_to(grid, (ops.shape(field)[0], *size, rank))
+        dtype = keras.backend.standardize_dtype(field.dtype)
+        grid = ops.broadcast_to(_normalised_base(size, dtype),
+                                (ops.shape(field)[0], *size, rank))
         field = grid_sample(field, grid, padding_mode="border")
         ratio = np.array(_xy_sizes(size), np.float32) / np.array(
             _xy_sizes(old), np.float32)
@@ -387,6 +387,13 @@ def resize(displacement, size, indexing="xy"):
 # -- Jacobians -----------------------------------------------------------------
 
 
+def _along(values, axis, start, stop):
+    """`values[..., start:stop, ...]` on `axis`."""
+    index = [slice(None)] * len(values.shape)
+    index[axis] = slice(start, stop)
+    return values[tuple(index)]
+
+
 def _derivative(values, axis):
     """d values / d index along `axis`: central differences inside,
     one-sided at the two ends, zero along a one-pixel axis (NumPy's
@@ -396,9 +403,7 @@ def _derivative(values, axis):
         return ops.zeros_like(values)
 
     def part(start, stop):
-        index = [slice(None)] * len(values.shape)
-        index[axis] = slice(start, stop)
-        return values[tuple(index)]
+        return _along(values, axis, start, stop)
 
     first = part(1, 2) - part(0, 1)
     last = part(size - 1, size) - part(size - 2, size - 1)
@@ -483,11 +488,8 @@ def gradient_penalty(displacement):
         size = field.shape[axis]
         if size < 2:
             continue
-        index = [slice(None)] * len(field.shape)
-        head, tail = list(index), list(index)
-        head[axis], tail[axis] = slice(1, None), slice(0, -1)
-        total = total + ops.mean(ops.square(field[tuple(head)]
-                                            - field[tuple(tail)]))
+        total = total + ops.mean(ops.square(
+            _along(field, axis, 1, None) - _along(field, axis, 0, -1)))
     return total / rank
 
 

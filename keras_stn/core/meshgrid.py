@@ -70,10 +70,15 @@ def homogeneous_meshgrid(size, align_corners, dtype=np.float32):
     size = tuple(size)
     if align_corners and 1 in size:
         warnings.warn(_UNIT_SIZE_WARNING.format(size=size), stacklevel=3)
-    dtype = np.dtype(dtype).type
+    return _cached_meshgrid(size, align_corners, np.dtype(dtype).type)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_meshgrid(size, align_corners, dtype):
+    # Checked here, once per size: a hit of the cache needs no check.
     check_grid_memory(size, itemsize=np.dtype(dtype).itemsize)
     try:
-        return _cached_meshgrid(size, align_corners, dtype)
+        return _build_meshgrid(size, align_corners, dtype)
     except MemoryError as error:
         raise GridMemoryError(
             f"Invalid value for argument `size`: the meshgrid of a {size} "
@@ -82,8 +87,7 @@ def homogeneous_meshgrid(size, align_corners, dtype=np.float32):
             f"size={size!r}") from error
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_meshgrid(size, align_corners, dtype):
+def _build_meshgrid(size, align_corners, dtype):
     axes = [_linspace(num, align_corners, dtype) for num in size]  # z?, y, x
     mesh = np.meshgrid(*axes, indexing="ij")
     coords = [axis.ravel() for axis in reversed(mesh)]  # x, y, z?
