@@ -53,6 +53,7 @@ def _experiments():
 
     from keras_stn.backends.tensorflow import bilinear as _bilinear
     from keras_stn.backends.tensorflow import grid
+    from keras_stn.backends.tensorflow import ops
 
     def no_materialise():
         return patched(_bilinear, _materialised=lambda values: values)
@@ -93,10 +94,11 @@ def _experiments():
     def matmul_grid_under_xla():
         original = grid.times_meshgrid
 
-        def times(weights, size, align_corners, target=None):
-            return original(weights, size, align_corners, "runtime")
+        def times(weights, base, target=None):
+            return original(weights, base, "runtime")
 
-        return patched(grid, times_meshgrid=times)
+        # The TF op namespace calls it by this name.
+        return patched(ops, times_meshgrid=times)
 
     # name: (jit_compile, mode, workloads, B's patch, what B is)
     return {

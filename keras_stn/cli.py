@@ -92,8 +92,25 @@ def _quiet_stderr(enabled):
 
 
 def _export(args):
+    _check_export_arguments(args)
+    with _quiet_stderr(not args.verbose):
+        model = _load_model(args.model)
+    if len(model.inputs) != 1:
+        raise UserError(
+            f"keras-stn export takes single-input models; {args.model!r} has "
+            f"{len(model.inputs)} inputs (use keras_stn.export_tflite from "
+            "Python for others)")
+    samples = _export_samples(args, tuple(model.inputs[0].shape[1:]))
+    written = _write_exports(args, model, samples)
+    if args.saved_model:
+        print(f"SavedModel: {args.saved_model}")
+    if args.tflite:
+        _print_tflite_summary(args, *written)
+    return 0
+
+
+def _check_export_arguments(args):
     from keras_stn import backends
-    from keras_stn import export
 
     try:
         backends.require_tensorflow("keras-stn export")
@@ -106,40 +123,44 @@ def _export(args):
         if target and os.path.exists(target) and not args.overwrite:
             raise UserError(f"{target!r} exists; pass --overwrite to replace "
                             "it")
-    with _quiet_stderr(not args.verbose):
-        model = _load_model(args.model)
-    if len(model.inputs) != 1:
-        raise UserError(
-            f"keras-stn export takes single-input models; {args.model!r} has "
-            f"{len(model.inputs)} inputs (use keras_stn.export_tflite from "
-            "Python for others)")
-    input_shape = tuple(model.inputs[0].shape[1:])
+
+
+def _export_samples(args, input_shape):
+    """Inputs for int8 calibration and the parity check: the user's, or
+    (float exports only) uniform inputs in [0, 1]."""
     if args.calibration_data:
-        samples = _load_calibration(args.calibration_data,
-                                    args.calibration_size, input_shape)
-    elif args.quantization == "int8":
+        return _load_calibration(args.calibration_data, args.calibration_size,
+                                 input_shape)
+    if args.quantization == "int8":
         raise UserError("--quantization int8 needs --calibration-data "
                         "FILE.npy (real inputs, batch first)")
-    else:
-        # No data given: parity on uniform inputs in [0, 1].
-        rng = np.random.default_rng(0)
-        samples = rng.uniform(size=(8,) + input_shape).astype(np.float32)
+    rng = np.random.default_rng(0)
+    return rng.uniform(size=(8,) + input_shape).astype(np.float32)
+
+
+def _write_exports(args, model, samples):
+    """Writes the SavedModel and/or TFLite file the flags ask for, made in a
+    scratch folder first so that a failure leaves no file behind.
+
+    Returns:
+        `(ops, bytes, parity)` of the TFLite file, or Nones without one.
+    """
+    from keras_stn import export
+
+    quantization = None if args.quantization == "float32" else args.quantization
 
     def representative_dataset():
         for sample in samples:
             yield [sample[None]]
 
-    quantization = None if args.quantization == "float32" else args.quantization
+    ops = size = parity = None
     with tempfile.TemporaryDirectory() as scratch:
-        # Everything is made in a scratch folder first: a failure leaves no
-        # file behind.
         saved_model = os.path.join(scratch, "saved_model")
         if args.saved_model:
             with _quiet_stderr(not args.verbose):
                 model.export(saved_model, verbose=False)
-        path = None
-        if args.tflite:
-            path = os.path.join(scratch, "model.tflite")
+        path = os.path.join(scratch, "model.tflite") if args.tflite else None
+        if path:
             try:
                 with _quiet_stderr(not args.verbose):
                     export.export_tflite(
@@ -150,16 +171,15 @@ def _export(args):
                     parity = export.tflite_parity(model, path, samples[:32])
             except ValueError as error:
                 raise UserError(_first_line(error)) from error
-            ops = export.tflite_ops(path)
-            size = os.path.getsize(path)
+            ops, size = export.tflite_ops(path), os.path.getsize(path)
         for source, target in ((saved_model, args.saved_model),
                                (path, args.tflite)):
             if target:
                 move_into_place(source, target)
-    if args.saved_model:
-        print(f"SavedModel: {args.saved_model}")
-    if not args.tflite:
-        return 0
+    return ops, size, parity
+
+
+def _print_tflite_summary(args, ops, size, parity):
     print(f"TFLite: {args.tflite} ({size:,} bytes, "
           f"quantization={args.quantization})")
     print(f"ops ({len(ops)}): {', '.join(ops)}")
@@ -168,7 +188,6 @@ def _export(args):
           f"{parity['examples']} inputs")
     if "top1_agreement" in first:
         print(f"parity: top-1 agreement {first['top1_agreement']:.2%}")
-    return 0
 
 
 def _train(args):

@@ -30,6 +30,7 @@ from keras_stn.core.checks import check_align_corners
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
 from keras_stn.core.checks import check_size
+from keras_stn.core.coordinates import coordinate_dtype
 from keras_stn.core.meshgrid import homogeneous_meshgrid
 from keras_stn.grid import affine_grid
 from keras_stn.sampling import grid_sample
@@ -122,8 +123,8 @@ def _sampling_grid(displacement_xy, image_spatial):
     `image_spatial` size: the output pixel centres, mapped onto the image
     as by an identity resize, plus u in the image's pixels."""
     spatial = _spatial(displacement_xy)
-    dtype = ("float64" if keras.backend.standardize_dtype(
-        displacement_xy.dtype) == "float64" else "float32")
+    dtype = coordinate_dtype(keras.backend.standardize_dtype(
+        displacement_xy.dtype))
     displacement_xy = ops.cast(displacement_xy, dtype)
     return (_normalised_base(spatial, dtype)
             + displacement_xy * _pixel_scale(image_spatial, dtype))

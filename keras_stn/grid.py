@@ -15,10 +15,12 @@ import numpy as np
 from keras_stn import backends
 from keras_stn.core.checks import check_size
 from keras_stn.core.checks import check_theta
+from keras_stn.core.coordinates import coordinate_dtype
 from keras_stn.core.meshgrid import homogeneous_meshgrid
+from keras_stn.core.scopes import AFFINE_GRID_SCOPE
 
 # Default name scope of the grid ops (export keeps it in float).
-SCOPE = "affine_grid"
+SCOPE = AFFINE_GRID_SCOPE
 
 
 def meshgrid(height, width, align_corners=False):
@@ -90,9 +92,7 @@ def affine_grid(theta, size, align_corners=False, name=None):
         return _AffineGrid(size, align_corners, name).symbolic_call(theta)
     theta, backend = backends.checked(theta)
     check_theta(theta, size)
-    if backend.NAME == "tensorflow":
-        return backend.affine_grid(theta, size, align_corners, name=name)
-    return backend.affine_grid(theta, size, align_corners)
+    return backend.affine_grid(theta, size, align_corners, name=name)
 
 
 def affine_coordinates(theta, size, align_corners=False, name=None):
@@ -128,15 +128,11 @@ def affine_coordinates(theta, size, align_corners=False, name=None):
                                   name).symbolic_call(theta)
     theta, backend = backends.checked(theta)
     check_theta(theta, size)
-    if backend.NAME == "tensorflow":
-        return backend.affine_coordinates(theta, size, align_corners,
-                                          name=name)
-    grid = backend.affine_grid(theta, size, align_corners)
-    return [grid[..., axis] for axis in range(len(size))]
+    return backend.affine_coordinates(theta, size, align_corners, name=name)
 
 
 def _grid_dtype(theta):
-    return "float64" if theta.dtype == "float64" else "float32"
+    return coordinate_dtype(theta.dtype)
 
 
 class _AffineGrid(keras.Operation):

@@ -19,9 +19,10 @@ from keras_stn.core.checks import check_padding_mode
 from keras_stn.core.checks import check_spatial_rank
 from keras_stn.core.checks import dtype_of
 from keras_stn.core.checks import shape_of
+from keras_stn.core.scopes import GRID_SAMPLE_SCOPE
 
 # Default name scope of the sampler ops (export keeps it in float).
-SCOPE = "grid_sample"
+SCOPE = GRID_SAMPLE_SCOPE
 
 
 def grid_sample(
@@ -101,11 +102,8 @@ def grid_sample(
     check_images_and_grid(shape_of(images), dtype_of(images), shape_of(grid),
                           dtype_of(grid))
     check_spatial_rank(shape_of(images), interpolation)
-    if backend.NAME == "tensorflow":
-        return backend.grid_sample(images, grid, interpolation, padding_mode,
-                                   align_corners, name=name)
     return backend.grid_sample(images, grid, interpolation, padding_mode,
-                               align_corners)
+                               align_corners, name=name)
 
 
 def sample_coordinates(images, coords, interpolation="bilinear",
@@ -155,13 +153,8 @@ def sample_coordinates(images, coords, interpolation="bilinear",
     check_images_and_grid(shape_of(images), dtype_of(images), grid_shape,
                           dtype_of(coords[0]))
     check_spatial_rank(shape_of(images), interpolation)
-    if backend.NAME == "tensorflow":
-        return backend.sample_coordinates(images, coords, interpolation,
-                                          padding_mode, align_corners,
-                                          name=name)
-    grid = keras.ops.stack(coords, axis=-1)
-    return backend.grid_sample(images, grid, interpolation, padding_mode,
-                               align_corners)
+    return backend.sample_coordinates(images, coords, interpolation,
+                                      padding_mode, align_corners, name=name)
 
 
 def _sampled_spec(images, grid_shape):

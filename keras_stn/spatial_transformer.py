@@ -16,14 +16,14 @@ from keras_stn.core.meshgrid import check_grid_memory
 from keras_stn.core.checks import check_align_corners
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
+from keras_stn.core.coordinates import coordinate_dtype
 
 _SUPPORTED_DATA_FORMATS = ("channels_last", "channels_first")
 
 
 def _coordinate_dtype(dtype):
     """θ and the grid: float64 under a float64 policy, else float32."""
-    return ("float64" if keras.backend.standardize_dtype(dtype) == "float64"
-            else "float32")
+    return coordinate_dtype(keras.backend.standardize_dtype(dtype))
 
 
 def _check_output_size(output_size):

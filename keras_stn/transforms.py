@@ -9,37 +9,23 @@ Convention:
     parameters map target (output) coordinates to source (input) coordinates.
 """
 
-import importlib
-
 import keras
 import numpy as np
 
 from keras_stn import backends
 from keras_stn.core.checks import shape_of
-# Smallest magnitude of the homogeneous coordinate a projective transform
-# divides by; keeps a degenerate homography finite (the sampler then reads
-# such far-away points as outside the image).
-from keras_stn.core.coordinates import PROJECTIVE_EPSILON as _PROJECTIVE_EPSILON
 from keras_stn.core.meshgrid import homogeneous_meshgrid
-from keras_stn.grid import affine_coordinates
-from keras_stn.grid import affine_grid
-
-
-def _tf():
-    """TensorFlow, imported only once a TF tensor reaches a transform."""
-    return importlib.import_module("tensorflow")
-
-
-def _tf_grid_ops():
-    """The TF backend's grid module (`times_meshgrid`, `coordinate_dtype`)."""
-    return importlib.import_module("keras_stn.backends.tensorflow.grid")
+from keras_stn.kernels import grids
 
 
 class Transform:
     """A parameterisation of θ. Subclasses set `name` and `num_params`.
 
-    Linear parameterisations of the affine matrix (attention, translation)
-    are expressed as `θ_flat = params @ expansion + offset`, one matmul that
+    A transform's grid is one backend-neutral method, `grid_in` (or
+    `coordinates_in`, its per-axis planes), written against an op namespace
+    (`keras_stn.kernels`): a new transform is one class. Linear
+    parameterisations of the affine matrix (attention, translation) are
+    expressed as `θ_flat = params @ expansion + offset`, one matmul that
     TFLite runs as a builtin.
     """
 
@@ -92,6 +78,10 @@ class Transform:
         regrouping the values into a different batch).
         """
         params, backend = backends.checked(params)
+        self._check_params(params)
+        return backend.flatten(self, params)
+
+    def _check_params(self, params):
         shape = tuple(params.shape)
         if len(shape) < 2 or self.params_shape_error(shape):
             raise ValueError(
@@ -99,22 +89,6 @@ class Transform:
                 f"'{self.name}'. Expected {self._expected_layout()}. "
                 f"Received: params.shape={shape_of(params)}"
             )
-        return backend.flatten(self, params)
-
-    def _tf_flatten(self, params):
-        """`flatten` on TensorFlow, after its static checks."""
-        tf = _tf()
-        tf_grid = _tf_grid_ops()
-        params = tf.convert_to_tensor(params)
-        params = tf.cast(params, tf_grid.coordinate_dtype(params.dtype))
-        if None in tuple(params.shape)[1:]:
-            check = tf.debugging.assert_equal(
-                tf.reduce_prod(tf.shape(params)[1:]), self.num_params,
-                message=f"transform '{self.name}': params must hold "
-                        f"{self.num_params} values per example")
-            with tf.control_dependencies([check]):
-                params = tf.identity(params)
-        return tf.reshape(params, [-1, self.num_params])
 
     def _expected_layout(self):
         return f"[batch, {self.num_params}]"
@@ -128,9 +102,9 @@ class Transform:
             size: `(height, width)` of the output.
             align_corners: bool, as in PyTorch.
         """
-        params = self.flatten(params)
-        return backends.for_values(params).transform_grid(
-            self, params, size, align_corners)
+        params, backend = backends.checked(params)
+        self._check_params(params)
+        return backend.transform_grid(self, params, size, align_corners)
 
     def coordinates(self, params, size, align_corners=False):
         """`grid(params, size, align_corners)` split per axis: `[x, y]`.
@@ -138,23 +112,33 @@ class Transform:
         Each `[batch, height, width]`; on TensorFlow, transforms that can
         produce the planes directly do (see `sample_coordinates`).
         """
-        params = self.flatten(params)
-        if backends.name_of(params) == "tensorflow":
-            return self._tf_coordinates(params, size, align_corners)
-        grid = self.grid(params, size, align_corners)
-        return [grid[..., axis] for axis in range(len(size))]
+        params, backend = backends.checked(params)
+        self._check_params(params)
+        return backend.transform_coordinates(self, params, size, align_corners)
 
     def expansion_matrices(self):
         """`(expansion, offset)` NumPy arrays with θ = params @ expansion +
         offset for transforms linear in an affine θ, else None."""
         return None
 
-    def _tf_grid(self, params, size, align_corners):
-        raise NotImplementedError
+    def grid_in(self, ops, params, size, align_corners):
+        """The grid `[batch, *size, k]` of flattened float `params` `[batch,
+        num_params]`, in the op namespace `ops` (`keras_stn.kernels`).
 
-    def _tf_coordinates(self, params, size, align_corners=False):
-        grid = self._tf_grid(params, size, align_corners)
-        return [grid[..., axis] for axis in range(grid.shape.rank - 2)]
+        Subclasses define this or `coordinates_in` (or both, where one
+        formulation suits each).
+        """
+        if type(self).coordinates_in is Transform.coordinates_in:
+            raise NotImplementedError(
+                f"{type(self).__name__} defines neither grid_in nor "
+                "coordinates_in")
+        return ops.stack(self.coordinates_in(ops, params, size,
+                                             align_corners), -1)
+
+    def coordinates_in(self, ops, params, size, align_corners):
+        """`grid_in` split per axis: `[x, y[, z]]`, each `[batch, *size]`."""
+        grid = self.grid_in(ops, params, size, align_corners)
+        return [grid[..., axis] for axis in range(len(size))]
 
     def _key(self):
         return (type(self), getattr(self, "control_points", None))
@@ -179,19 +163,23 @@ class _LinearAffine(Transform):
         return self.expansion, self.offset
 
     def to_affine(self, params):
-        """The `[batch, 6]` row-major affine θ of `params` (TensorFlow)."""
-        tf = _tf()
-        # The public entry: the static shape check of `flatten` first.
-        params = self.flatten(tf.convert_to_tensor(params))
-        expansion = tf.constant(self.expansion, dtype=params.dtype)
-        offset = tf.constant(self.offset, dtype=params.dtype)
-        return tf.matmul(params, expansion) + offset
+        """The `[batch, 6]` row-major affine θ of `params`, a tensor of the
+        backend that owns them."""
+        params, backend = backends.checked(params)
+        return self._affine_in(backend.ops, self.flatten(params))
 
-    def _tf_grid(self, params, size, align_corners=False):
-        return affine_grid(self.to_affine(params), size, align_corners)
+    def _affine_in(self, ops, params):
+        dtype = ops.dtype(params)
+        return (ops.matmul(params, ops.constant(self.expansion, dtype))
+                + ops.constant(self.offset, dtype))
 
-    def _tf_coordinates(self, params, size, align_corners=False):
-        return affine_coordinates(self.to_affine(params), size, align_corners)
+    def grid_in(self, ops, params, size, align_corners):
+        theta = ops.reshape(self._affine_in(ops, params), (-1, 2, 3))
+        return grids.affine_grid(ops, theta, size, align_corners)
+
+    def coordinates_in(self, ops, params, size, align_corners):
+        theta = ops.reshape(self._affine_in(ops, params), (-1, 2, 3))
+        return grids.affine_planes(ops, theta, size, align_corners)
 
 
 class Affine(Transform):
@@ -224,12 +212,16 @@ class Affine(Transform):
         rows, cols = self.matrix_shape
         return f"[batch, {self.num_params}] or [batch, {rows}, {cols}]"
 
-    def _tf_grid(self, params, size, align_corners=False):
-        return affine_grid(self._tf_flatten(params), size, align_corners)
+    def _matrices(self, ops, params):
+        return ops.reshape(params, (-1, *self.matrix_shape))
 
-    def _tf_coordinates(self, params, size, align_corners=False):
-        return affine_coordinates(self._tf_flatten(params), size,
-                                  align_corners)
+    def grid_in(self, ops, params, size, align_corners):
+        return grids.affine_grid(ops, self._matrices(ops, params), size,
+                                 align_corners)
+
+    def coordinates_in(self, ops, params, size, align_corners):
+        return grids.affine_planes(ops, self._matrices(ops, params), size,
+                                   align_corners)
 
 
 class Affine3D(Affine):
@@ -302,26 +294,8 @@ class Projective(Transform):
     def identity(self):
         return np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
 
-    def _tf_coordinates(self, params, size, align_corners=False):
-        tf = _tf()
-        tf_grid = _tf_grid_ops()
-        params = self._tf_flatten(params)
-        # One product per row of H (no [..., 3] axis to transpose or split:
-        # those ops would also be quantised by int8 export).
-        rows = [params[:, 0:3], params[:, 3:6]]
-        last = tf.concat([params[:, 6:8], tf.ones_like(params[:, :1])], 1)
-        u, v, w = [tf.reshape(tf_grid.times_meshgrid(row, size, align_corners),
-                              [-1, *size]) for row in (*rows, last)]
-        w = tf.where(
-            w >= 0.0,
-            tf.maximum(w, _PROJECTIVE_EPSILON),
-            tf.minimum(w, -_PROJECTIVE_EPSILON),
-        )
-        return [u / w, v / w]
-
-    def _tf_grid(self, params, size, align_corners=False):
-        tf = _tf()
-        return tf.stack(self._tf_coordinates(params, size, align_corners), -1)
+    def coordinates_in(self, ops, params, size, align_corners):
+        return grids.projective_planes(ops, params, size, align_corners)
 
 
 def _tps_kernel(squared_distance):
@@ -399,16 +373,11 @@ class ThinPlateSpline(Transform):
             self._matrices[key] = basis @ self._inverse
         return self._matrices[key]
 
-    def _tf_grid(self, params, size, align_corners=False):
-        tf = _tf()
-        params = self._tf_flatten(params)
-        count = self.control_points**2
-        positions = tf.reshape(params, [-1, count, 2])
-        matrix = tf.constant(
-            self.interpolation_matrix(size, align_corners), dtype=params.dtype
-        )
-        grid = tf.matmul(tf.expand_dims(matrix, 0), positions)
-        return tf.reshape(grid, [-1, size[0], size[1], 2])
+    def grid_in(self, ops, params, size, align_corners):
+        positions = ops.reshape(params, (-1, self.control_points**2, 2))
+        return grids.interpolated_grid(
+            ops, self.interpolation_matrix(size, align_corners), positions,
+            size)
 
     def __repr__(self):
         return (

@@ -17,6 +17,56 @@ TOLERANCES = {
 }
 # Exact cases (identity, integer shifts, quarter turns) must hold to this.
 EXACT_ATOL = 1e-6
+# Named tolerances for comparisons that are not of plain float32 values.
+KINDS = {
+    # Identity, integer shifts, quarter turns: the snap makes them exact.
+    "exact": {"rtol": 0.0, "atol": EXACT_ATOL},
+    # Derivatives w.r.t. normalised coordinates scale by size / 2, and sums
+    # over many pixels (images, fields) accumulate their rounding.
+    "gradient": {"rtol": 1e-4, "atol": 1e-4},
+    # A converted TFLite graph: the same arithmetic, reassociated by the
+    # converter and LiteRT's kernels.
+    "tflite": {"rtol": 0.0, "atol": 1e-4},
+}
+
+
+def _numpy(value):
+    if hasattr(value, "detach"):  # torch
+        value = value.detach().cpu()
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def tolerance(*arrays, kind=None):
+    """`{"rtol", "atol"}` for comparing `arrays`: a named `kind` (`KINDS`),
+    else that of the least precise float dtype among them (`TOLERANCES`)."""
+    if kind is not None:
+        return dict(KINDS[kind])
+    names = [np.dtype(a.dtype).name for a in arrays
+             if np.issubdtype(a.dtype, np.floating)]
+    for name in ("float16", "float32", "float64"):
+        if name in names:
+            return dict(TOLERANCES[name])
+    return dict(TOLERANCES["float32"])
+
+
+def assert_close(actual, expected, *, kind=None, rtol=None, atol=None,
+                 err_msg=""):
+    """`np.testing.assert_allclose` with the tolerances of the dtype (the
+    least precise of the two arguments') or of a named `kind`, unless given.
+
+    Takes NumPy arrays, Python numbers and TF, JAX or torch tensors (as in
+    kornia's `BaseTester.assert_close`, defaults follow the dtype).
+    """
+    actual, expected = _numpy(actual), _numpy(expected)
+    tolerances = tolerance(actual, expected, kind=kind)
+    if rtol is not None:
+        tolerances["rtol"] = rtol
+    if atol is not None:
+        tolerances["atol"] = atol
+    np.testing.assert_allclose(actual, expected, err_msg=err_msg,
+                               **tolerances)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_PATH = REPO_ROOT / "tests" / "golden" / "torch_golden.npz"
@@ -76,7 +126,6 @@ _KERNELS = ("the TensorFlow path's own kernels (tf.function, XLA, run-time "
 TENSORFLOW_ONLY = {
     "test_torch_suite": _KERNELS,
     "test_kornia_suite": _KERNELS,
-    "test_properties": _KERNELS,
     "test_theta_gradients": _KERNELS,
     "test_grid": _KERNELS,
     "test_sampling": _KERNELS,

@@ -13,6 +13,7 @@ import os
 
 import keras
 import numpy as np
+from tests.conftest import assert_close
 
 
 def _loc_weights(layer):
@@ -112,7 +113,5 @@ def run_layer_test(make_layer, input_shape, expected_output_shape, tmp_path,
     assert type(loaded_layer) is type(layer)
     for original, reloaded in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(original.numpy(), reloaded.numpy())
-    np.testing.assert_allclose(
-        np.array(loaded(inputs)), np.array(model(inputs)), atol=1e-6
-    )
+    assert_close(np.array(loaded(inputs)), np.array(model(inputs)), kind="exact")
     return output

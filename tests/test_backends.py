@@ -25,6 +25,8 @@ import tensorflow as tf
 
 import keras_stn
 from keras_stn.core.meshgrid import homogeneous_meshgrid as _homogeneous_meshgrid
+from tests.autodiff import backend_vjp
+from tests.autodiff import tensorflow_vjp
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
 
@@ -40,42 +42,6 @@ GRAD_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
 
 # -- Differentiating on each backend ----------------------------------------
-
-
-def backend_vjp(function, arrays, cotangent):
-    """`(value, gradients)` of `function` on the Keras backend, as NumPy."""
-    if BACKEND == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        value, vjp = jax.vjp(function, *[jnp.asarray(a) for a in arrays])
-        grads = vjp(jnp.asarray(cotangent, value.dtype))
-        return np.asarray(value), [np.asarray(g) for g in grads]
-    if BACKEND == "torch":
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-        value = function(*tensors)
-        value.backward(torch.tensor(cotangent, dtype=value.dtype))
-        grads = [t.grad if t.grad is not None else torch.zeros_like(t)
-                 for t in tensors]
-        return (value.detach().numpy(),
-                [g.detach().numpy() for g in grads])
-    return tensorflow_vjp(function, arrays, cotangent)
-
-
-def tensorflow_vjp(function, arrays, cotangent):
-    """The same on TensorFlow tensors: keras_stn's TensorFlow path."""
-    tensors = [tf.constant(a) for a in arrays]
-    with tf.GradientTape() as tape:
-        for tensor in tensors:
-            tape.watch(tensor)
-        value = function(*tensors)
-    grads = tape.gradient(value, tensors,
-                          output_gradients=tf.constant(cotangent, value.dtype))
-    grads = [np.zeros(a.shape, a.dtype) if g is None else g.numpy()
-             for g, a in zip(grads, arrays)]
-    return value.numpy(), grads
 
 
 def compare(function, arrays, grad_tolerance=GRAD_TOLERANCE, seed=0):

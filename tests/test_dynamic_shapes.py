@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
+from tests.conftest import assert_close
 
 RUNTIME_ERROR = tf.errors.InvalidArgumentError
 
@@ -95,7 +96,7 @@ class TestLayer:
         call = tf.function(model, input_signature=[
             tf.TensorSpec([None, 8, 8, 1])])
         expected = model(images).numpy()
-        np.testing.assert_allclose(call(images).numpy(), expected, atol=1e-6)
+        assert_close(call(images).numpy(), expected, kind="exact")
         path = keras_stn.export_tflite(model, str(tmp_path / "m.tflite"))
         ops = keras_stn.tflite_ops(path)
         assert not [op for op in ops if op.startswith("CUSTOM")], ops

@@ -12,6 +12,7 @@ import pytest
 import keras_stn
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
+from tests.conftest import assert_close
 
 MNIST_DIR = mnist_dir()
 needs_mnist = pytest.mark.skipif(
@@ -164,8 +165,7 @@ def test_two_transformers_in_parallel_pattern(tmp_path):
     path = tmp_path / "two.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(reloaded(x).numpy(), model(x).numpy(),
-                               atol=1e-6)
+    assert_close(reloaded(x).numpy(), model(x).numpy(), kind="exact")
 
 
 @needs_mnist

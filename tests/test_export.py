@@ -13,9 +13,10 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
-from keras_stn.export import _read_graph
+from keras_stn.export.inspect import read_graph as _read_graph
 from tests.conftest import REPO_ROOT
 from tests.conftest import mnist_dir
+from tests.conftest import assert_close
 
 TRANSFORMS = ("affine", "attention", "translation", "projective", "tps")
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "mnist_st_cnn.keras"
@@ -91,8 +92,7 @@ def test_float32_builtins_and_parity(tmp_path, transform, interpolation):
                 mismatch = np.abs(got - want) > 1e-4
                 assert mismatch.mean() < 0.01, where
             else:
-                np.testing.assert_allclose(got, want, atol=1e-4, rtol=0,
-                                           err_msg=where)
+                assert_close(got, want, kind="tflite", err_msg=where)
 
 
 def test_batch_stays_dynamic_and_no_batch_sized_constants(tmp_path):
@@ -194,8 +194,7 @@ class TestSavedModel:
             expected = model(images).numpy()
             np.testing.assert_allclose(served.serve(images).numpy(), expected,
                                        atol=1e-5, rtol=0)
-            np.testing.assert_allclose(keras_stn.run_tflite(path, images),
-                                       expected, atol=1e-4, rtol=0)
+            assert_close(keras_stn.run_tflite(path, images), expected, kind="tflite")
 
 
 def _rotated_test_digits(count):
@@ -374,8 +373,7 @@ def test_volume_transformer_in_litert(tmp_path):
     rng = np.random.default_rng(4)
     for batch in (1, 3):
         volumes = rng.uniform(size=(batch, 5, 6, 7, 2)).astype(np.float32)
-        np.testing.assert_allclose(keras_stn.run_tflite(path, volumes),
-                                   model(volumes).numpy(), atol=1e-4, rtol=0)
+        assert_close(keras_stn.run_tflite(path, volumes), model(volumes).numpy(), kind="tflite")
 
 
 def _coordinate_tensor_types(path):

@@ -20,6 +20,7 @@ import keras_stn
 from keras_stn import fields
 from tests.conftest import EXACT_ATOL
 from tests.conftest import TOLERANCES
+from tests.conftest import assert_close
 
 BACKEND = keras.backend.backend()
 F32 = TOLERANCES["float32"]
@@ -116,7 +117,7 @@ class TestWarp:
         out = fields.warp(images, np.zeros((2, 5, 7, 2), "float32"))
         # Exact on TensorFlow and JAX (near-integers snap); PyTorch's own
         # grid_sample, which the torch backend calls, is off by an ulp.
-        np.testing.assert_allclose(np_(out), images, atol=EXACT_ATOL)
+        assert_close(np_(out), images, kind="exact")
 
     @pytest.mark.parametrize("shift", [(1, 0), (-2, 1), (0, 3)])
     def test_integer_translations_are_exact(self, rng, shift):
@@ -130,7 +131,7 @@ class TestWarp:
             for j in range(8):
                 if 0 <= i + dy < 6 and 0 <= j + dx < 8:
                     expected[0, i, j] = images[0, i + dy, j + dx]
-        np.testing.assert_allclose(got, expected, atol=EXACT_ATOL)
+        assert_close(got, expected, kind="exact")
 
     @pytest.mark.parametrize("spatial", [(9, 11), (5, 6, 7)])
     def test_against_the_numpy_reference(self, rng, spatial):
@@ -143,9 +144,7 @@ class TestWarp:
     def test_ij_indexing_is_the_reversed_last_axis(self, rng, spatial):
         images = rng.random((2, *spatial, 1), dtype="float32")
         u = smooth_field(rng, spatial, amplitude=2.0)
-        np.testing.assert_allclose(
-            np_(fields.warp(images, u[..., ::-1].copy(), indexing="ij")),
-            np_(fields.warp(images, u)), atol=EXACT_ATOL)
+        assert_close(np_(fields.warp(images, u[..., ::-1].copy(), indexing="ij")), np_(fields.warp(images, u)), kind="exact")
 
     def test_border_padding_clamps(self):
         images = np.arange(4, dtype="float32").reshape(1, 1, 4, 1)
@@ -209,7 +208,7 @@ class TestComposeAndInvert:
         a = np.full((1, 8, 8, 2), 1.0, "float32")
         b = np.full((1, 8, 8, 2), 2.0, "float32")
         c = np_(fields.compose(a, b))
-        np.testing.assert_allclose(c[:, :5, :5], 3.0, atol=EXACT_ATOL)
+        assert_close(c[:, :5, :5], 3.0, kind="exact")
 
     @pytest.mark.parametrize("spatial", [(24, 20), (10, 9, 8)])
     def test_warping_twice_is_warping_once_by_the_composition(
@@ -240,10 +239,8 @@ class TestComposeAndInvert:
     def test_compose_with_ij_indexing(self, rng):
         a = smooth_field(rng, (10, 12), 1.0)
         b = smooth_field(rng, (10, 12), 1.0)
-        np.testing.assert_allclose(
-            np_(fields.compose(a[..., ::-1].copy(), b[..., ::-1].copy(),
-                               indexing="ij"))[..., ::-1],
-            np_(fields.compose(a, b)), atol=EXACT_ATOL)
+        assert_close(np_(fields.compose(a[..., ::-1].copy(), b[..., ::-1].copy(),
+                               indexing="ij"))[..., ::-1], np_(fields.compose(a, b)), kind="exact")
 
     def test_invert_gives_a_residual_below_the_documented_tolerance(
             self, rng):
@@ -460,7 +457,7 @@ def test_gradients_to_images_and_field_match_finite_differences(rng):
     theoretical, numerical = tf.test.compute_gradient(
         warped, [tf.constant(images, tf.float64), tf.constant(u, tf.float64)])
     for got, want in zip(theoretical, numerical):
-        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert_close(got, want, kind="exact")
     assert np.abs(theoretical[1]).max() > 0.01
 
 
@@ -536,7 +533,7 @@ class TestDisplacementTransform:
                             if 0 <= yy < 12 and 0 <= xx < 12:
                                 expected[b, y, x] += wy * wx * images[b, yy, xx]
         np.testing.assert_allclose(np_(out), expected, atol=1e-5)
-        np.testing.assert_allclose(np_(field)[..., 0], 1.0, atol=1e-6)
+        assert_close(np_(field)[..., 0], 1.0, kind="exact")
 
     def test_a_net_of_the_wrong_shape_is_refused_at_build_time(self):
         loc = keras.Sequential([keras.layers.Flatten(),

@@ -16,7 +16,7 @@ import keras_stn
 from keras_stn.backends.tensorflow import bilinear as _bilinear
 from keras_stn.backends.tensorflow import compilation as _compilation
 from tests import reference
-from tests.conftest import TOLERANCES
+from tests.conftest import assert_close
 
 
 def _inputs(channels, seed=0, batch=3, size=(7, 9), out=(5, 6)):
@@ -65,8 +65,7 @@ def test_runtime_xla_and_planar_paths_agree(channels, padding_mode):
         images.numpy().astype(np.float64),
         reference.affine_grid(theta.numpy().astype(np.float64), *out, False),
         "bilinear", padding_mode, False)
-    np.testing.assert_allclose(baseline[0], expected,
-                               **TOLERANCES["float32"])
+    assert_close(baseline[0], expected)
     for key, values in results.items():
         for name, got, want in zip(("output", "d_images", "d_theta"),
                                    values, baseline):
@@ -290,8 +289,8 @@ def test_affine_coordinates_are_the_grid_planes():
                 return grid, coords
 
             grid, (x, y) = both(theta)
-            np.testing.assert_allclose(x, grid[..., 0], rtol=0, atol=1e-6)
-            np.testing.assert_allclose(y, grid[..., 1], rtol=0, atol=1e-6)
+            assert_close(x, grid[..., 0], kind="exact")
+            assert_close(y, grid[..., 1], kind="exact")
 
 
 def test_sample_coordinates_rejects_bad_input_like_grid_sample():
@@ -320,12 +319,10 @@ def test_unknown_sizes_take_the_generic_path():
     expected = reference.grid_sample(
         images.numpy().astype(np.float64), grid.numpy().astype(np.float64),
         "bilinear", "zeros", False)
-    np.testing.assert_allclose(sample(images, grid), expected,
-                               **TOLERANCES["float32"])
+    assert_close(sample(images, grid), expected)
     for unknown in ([3, 7, 9, None], [3, None, None, 3]):
         traced = tf.function(
             keras_stn.grid_sample,
             input_signature=[tf.TensorSpec(unknown),
                              tf.TensorSpec([3, *out, 2])])
-        np.testing.assert_allclose(traced(images, grid), expected,
-                                   **TOLERANCES["float32"])
+        assert_close(traced(images, grid), expected)

@@ -7,9 +7,8 @@ import tensorflow as tf
 import keras_stn
 from keras_stn.grid import meshgrid
 from tests import reference
-from tests.conftest import EXACT_ATOL
 from tests.conftest import degenerate_grid_warning
-from tests.conftest import TOLERANCES
+from tests.conftest import assert_close
 
 SIZES = [(1, 1), (1, 5), (4, 1), (3, 4), (5, 5), (6, 7)]
 
@@ -25,7 +24,7 @@ class TestMeshgrid:
         )[0]
         assert grid.shape == size + (2,)
         assert grid.dtype == np.float32
-        np.testing.assert_allclose(grid, expected, atol=EXACT_ATOL)
+        assert_close(grid, expected, kind="exact")
 
     def test_corner_conventions(self):
         # align_corners=True: corner pixel centres at ±1.
@@ -35,8 +34,7 @@ class TestMeshgrid:
         # align_corners=False: ±1 are pixel edges, centres half a pixel in
         # (PyTorch's linspace(-1, 1, 4) * 3 / 4 rounds ±0.25 one ulp inward).
         grid = meshgrid(2, 4, align_corners=False).numpy()
-        np.testing.assert_allclose(grid[0, :, 0], [-0.75, -0.25, 0.25, 0.75],
-                                   rtol=0, atol=EXACT_ATOL)
+        assert_close(grid[0, :, 0], [-0.75, -0.25, 0.25, 0.75], kind="exact")
         np.testing.assert_array_equal(grid[:, 0, 1], [-0.5, 0.5])
 
     @pytest.mark.parametrize("size", [(0, 3), (3, -1), (2.5, 3), (True, 3)])
@@ -53,16 +51,14 @@ class TestAffineGrid:
         theta = golden[prefix + "/theta"]
         with degenerate_grid_warning(size, align_corners):
             grid = keras_stn.affine_grid(theta, size, align_corners).numpy()
-        np.testing.assert_allclose(
-            grid, golden[prefix + "/grid"], **TOLERANCES["float32"]
-        )
+        assert_close(grid, golden[prefix + "/grid"])
 
     @pytest.mark.parametrize("align_corners", [False, True])
     def test_matches_numpy_reference(self, rng, align_corners):
         theta = rng.normal(size=(4, 2, 3)).astype(np.float32)
         grid = keras_stn.affine_grid(theta, (5, 6), align_corners).numpy()
         expected = reference.affine_grid(theta, 5, 6, align_corners)
-        np.testing.assert_allclose(grid, expected, **TOLERANCES["float32"])
+        assert_close(grid, expected)
 
     def test_flat_and_matrix_theta_agree(self, rng):
         theta = rng.normal(size=(3, 2, 3)).astype(np.float32)

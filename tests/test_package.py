@@ -20,6 +20,7 @@ import pytest
 
 import keras_stn
 from tests.conftest import REPO_ROOT
+from tests.conftest import assert_close
 
 PACKAGE = REPO_ROOT / "keras_stn"
 BACKEND = keras.backend.backend()
@@ -181,6 +182,7 @@ LAYERS = [
     ("keras_stn.fields", "keras_stn.transforms"),
     ("keras_stn.grid", "keras_stn.sampling"),
     ("keras_stn.backends",),
+    ("keras_stn.kernels",),
     ("keras_stn.core", "keras_stn._files"),
 ]
 
@@ -213,7 +215,8 @@ def test_the_core_and_the_public_ops_import_no_backend_at_the_top():
             "keras_stn.transforms", "keras_stn.spatial_transformer",
             "keras_stn.fields", "keras_stn.field_layers",
             "keras_stn.initializers", "keras_stn.backends",
-            "keras_stn.backends.portable"))
+            "keras_stn.backends.keras_ops") or module.startswith(
+                "keras_stn.kernels"))
         if not neutral:
             continue
         for name, top_level in _imports(path):
@@ -231,6 +234,47 @@ def test_the_core_imports_nothing_of_the_package_above_it():
                 assert not name.startswith("keras_stn") or name.startswith(
                     "keras_stn.core"), (module, name)
                 assert name.split(".")[0] not in ("tensorflow", "jax", "torch")
+
+
+def test_the_kernels_are_written_once_against_an_op_namespace():
+    # The numerics import no framework (not even Keras): every backend runs
+    # them through its namespace (keras_stn.kernels' docstring lists it).
+    kernels = [m for m in MODULES if m.startswith("keras_stn.kernels")]
+    assert len(kernels) >= 4
+    for module in kernels:
+        for name, _ in _imports(MODULES[module]):
+            assert name.split(".")[0] not in (
+                "tensorflow", "jax", "torch", "keras"), (module, name)
+            assert not name.startswith("keras_stn") or name.startswith((
+                "keras_stn.core", "keras_stn.kernels")), (module, name)
+
+
+def test_both_op_namespaces_provide_what_the_kernels_use():
+    import ast
+
+    used = set()
+    for module in [m for m in MODULES if m.startswith("keras_stn.kernels")]:
+        tree = ast.parse(MODULES[module].read_text())
+        for node in ast.walk(tree):
+            # `ops.x` and `self.ops.x`.
+            if isinstance(node, ast.Attribute) and (
+                    getattr(node.value, "id", None) == "ops"
+                    or getattr(node.value, "attr", None) == "ops"):
+                used.add(node.attr)
+    assert {"take", "floor", "meshgrid_rows", "where"} <= used
+    for namespace in ("keras_stn.backends.keras_ops",
+                      "keras_stn.backends.tensorflow.ops"):
+        tree = ast.parse(MODULES[namespace].read_text())
+        defined = {node.name for node in tree.body
+                   if isinstance(node, ast.FunctionDef)}
+        defined |= {target.id for node in tree.body
+                    if isinstance(node, ast.Assign)
+                    for target in node.targets
+                    if isinstance(target, ast.Name)}
+        defined |= {alias.asname or alias.name for node in tree.body
+                    if isinstance(node, ast.ImportFrom)
+                    for alias in node.names}
+        assert used <= defined, (namespace, sorted(used - defined))
 
 
 # -- Functional models from the public ops (every backend) -----------------------
@@ -256,7 +300,7 @@ def test_functional_model_from_affine_grid_and_grid_sample():
     # Output column j reads input column j + 2; the last two read zeros.
     expected = np.zeros_like(images)
     expected[:, :, :5] = images[:, :, 2:]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert_close(got, expected, kind="exact")
 
 
 def test_functional_model_from_affine_coordinates_and_sample_coordinates():

@@ -9,9 +9,9 @@ import tensorflow as tf
 
 import keras_stn
 from tests import reference
-from tests.conftest import EXACT_ATOL
 from tests.conftest import degenerate_grid_warning
 from tests.conftest import TOLERANCES
+from tests.conftest import assert_close
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -50,9 +50,7 @@ class TestSmokeAndShapes:
             expected = reference.grid_sample(
                 images, grid, interpolation, padding_mode, align_corners
             )
-            np.testing.assert_allclose(
-                fn(images, grid).numpy(), expected, **TOLERANCES["float32"]
-            )
+            assert_close(fn(images, grid).numpy(), expected)
 
     def test_same_result_eager_function_and_xla(self, rng):
         images = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
@@ -64,11 +62,10 @@ class TestSmokeAndShapes:
             xla = tf.function(keras_stn.grid_sample, jit_compile=True)(
                 images, grid, *args
             )
-            np.testing.assert_allclose(graph.numpy(), eager, atol=EXACT_ATOL)
+            assert_close(graph.numpy(), eager, kind="exact")
             # XLA fuses and reorders float operations (FMA): a few ulps of
             # values up to ~3 after bicubic's 16-term sums.
-            np.testing.assert_allclose(xla.numpy(), eager,
-                                       **TOLERANCES["float32"])
+            assert_close(xla.numpy(), eager)
 
 
 class TestExceptions:
@@ -144,18 +141,12 @@ class TestAgainstTorchGolden:
         # The grid gradient is a difference of neighbouring pixels scaled by
         # size / 2 (up to 3 here) and summed over 3 channels: a few ulps of
         # values of order 10.
-        np.testing.assert_allclose(
-            grad_grid, golden[prefix + "/grad_grid"], rtol=1e-4, atol=1e-4
-        )
+        assert_close(grad_grid, golden[prefix + "/grad_grid"], kind="gradient")
 
     def test_theta_path_matches_torch(self, golden):
         for align_corners in (False, True):
             grid = keras_stn.affine_grid(golden["theta"], (4, 7), align_corners)
-            np.testing.assert_allclose(
-                grid.numpy(),
-                golden[f"bilinear/zeros/{align_corners}/theta/grid"],
-                **TOLERANCES["float32"],
-            )
+            assert_close(grid.numpy(), golden[f"bilinear/zeros/{align_corners}/theta/grid"])
 
 
 class TestAgainstNumpyReference:
@@ -173,7 +164,7 @@ class TestAgainstNumpyReference:
         expected = reference.grid_sample(
             images, grid, interpolation, padding_mode, align_corners
         )
-        np.testing.assert_allclose(out.numpy(), expected, **TOLERANCES["float32"])
+        assert_close(out.numpy(), expected)
 
     @pytest.mark.parametrize("padding_mode", PADDING_MODES)
     def test_half_pixel_outside_blends(self, padding_mode):
@@ -207,7 +198,7 @@ class TestExactCases:
         out = keras_stn.grid_sample(
             images, grid, interpolation, padding_mode, align_corners
         )
-        np.testing.assert_allclose(out.numpy(), images, atol=EXACT_ATOL)
+        assert_close(out.numpy(), images, kind="exact")
 
     @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
     @pytest.mark.parametrize("align_corners", [False, True])
@@ -230,7 +221,7 @@ class TestExactCases:
             for j in range(width):
                 if 0 <= i + dy < height and 0 <= j + dx < width:
                     expected[0, i, j] = images[0, i + dy, j + dx]
-        np.testing.assert_allclose(out, expected, atol=EXACT_ATOL)
+        assert_close(out, expected, kind="exact")
 
     @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
     @pytest.mark.parametrize("align_corners", [False, True])
@@ -243,7 +234,7 @@ class TestExactCases:
         out = keras_stn.grid_sample(images, grid, interpolation, "zeros",
                                     align_corners).numpy()
         expected = np.rot90(images, k=1, axes=(1, 2))
-        np.testing.assert_allclose(out, expected, atol=EXACT_ATOL)
+        assert_close(out, expected, kind="exact")
 
     @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
     @pytest.mark.parametrize("align_corners", [False, True])
@@ -253,7 +244,7 @@ class TestExactCases:
         grid = keras_stn.affine_grid(theta, (5, 8), align_corners)
         out = keras_stn.grid_sample(images, grid, interpolation, "zeros",
                                     align_corners).numpy()
-        np.testing.assert_allclose(out, images[:, ::-1, ::-1], atol=EXACT_ATOL)
+        assert_close(out, images[:, ::-1, ::-1], kind="exact")
 
 
 class TestDtypes:
@@ -276,7 +267,7 @@ class TestDtypes:
         expected = reference.grid_sample(
             images, grid16.astype(np.float64), "bilinear", "zeros", False
         )
-        np.testing.assert_allclose(out.numpy(), expected, **TOLERANCES["float32"])
+        assert_close(out.numpy(), expected)
 
     def test_float64_end_to_end(self, rng):
         images = rng.normal(size=(1, 4, 5, 2))
@@ -406,8 +397,7 @@ class TestVolumes:
                                    golden[prefix + "/grad_images"], **tol)
         grad_grid = tape.gradient(loss, grid)
         grad_grid = np.zeros(grid.shape) if grad_grid is None else grad_grid
-        np.testing.assert_allclose(grad_grid, golden[prefix + "/grad_grid"],
-                                   rtol=1e-4, atol=1e-4)
+        assert_close(grad_grid, golden[prefix + "/grad_grid"], kind="gradient")
 
     @pytest.mark.parametrize("align_corners", [False, True])
     def test_affine_grid_matches_torch_golden(self, golden, align_corners):
@@ -417,8 +407,7 @@ class TestVolumes:
                 grid = keras_stn.affine_grid(golden[prefix + "/theta"], size,
                                              align_corners)
             assert grid.shape == (2,) + size + (3,)
-            np.testing.assert_allclose(grid.numpy(), golden[prefix + "/grid"],
-                                       **TOLERANCES["float32"])
+            assert_close(grid.numpy(), golden[prefix + "/grid"])
 
     @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
     @pytest.mark.parametrize("align_corners", [False, True])
@@ -428,7 +417,7 @@ class TestVolumes:
         grid = keras_stn.affine_grid(identity, (4, 5, 6), align_corners)
         out = keras_stn.grid_sample(volumes, grid, interpolation,
                                     align_corners=align_corners)
-        np.testing.assert_allclose(out.numpy(), volumes, atol=EXACT_ATOL)
+        assert_close(out.numpy(), volumes, kind="exact")
         # Shift by one voxel along z (depth): output slice k reads k + 1.
         step = 2.0 / (4 - 1) if align_corners else 2.0 / 4
         shifted = identity.copy()
@@ -436,8 +425,8 @@ class TestVolumes:
         grid = keras_stn.affine_grid(shifted, (4, 5, 6), align_corners)
         out = keras_stn.grid_sample(volumes, grid, interpolation,
                                     align_corners=align_corners).numpy()
-        np.testing.assert_allclose(out[:, :3], volumes[:, 1:], atol=EXACT_ATOL)
-        np.testing.assert_allclose(out[:, 3], 0.0, atol=EXACT_ATOL)
+        assert_close(out[:, :3], volumes[:, 1:], kind="exact")
+        assert_close(out[:, 3], 0.0, kind="exact")
 
     def test_theta_gradient_numerically(self):
         rng = np.random.default_rng(5)

@@ -13,11 +13,11 @@ import tensorflow as tf
 
 import keras_stn
 from tests import reference
-from tests.conftest import EXACT_ATOL
 from tests.conftest import REPO_ROOT
 from tests.conftest import TOLERANCES
 from tests.layer_test import check_output_dtypes
 from tests.layer_test import run_layer_test
+from tests.conftest import assert_close
 
 TRANSFORMS = {"affine": 6, "attention": 3, "translation": 2, "projective": 8}
 
@@ -158,8 +158,7 @@ class TestInModels:
         images = rng.uniform(size=(3, 9, 7, 2)).astype(np.float32)
         layer = keras_stn.SpatialTransformer(conv_loc_net(),
                                              align_corners=align_corners)
-        np.testing.assert_allclose(layer(images).numpy(), images,
-                                   atol=EXACT_ATOL)
+        assert_close(layer(images).numpy(), images, kind="exact")
 
     def test_theta_as_matrix(self, rng):
         images = rng.uniform(size=(2, 6, 6, 1)).astype(np.float32)
@@ -168,7 +167,7 @@ class TestInModels:
             keras.layers.Reshape((2, 3)),
         ])
         out = keras_stn.SpatialTransformer(loc)(images)
-        np.testing.assert_allclose(out.numpy(), images, atol=EXACT_ATOL)
+        assert_close(out.numpy(), images, kind="exact")
 
     def test_compute_output_shape(self):
         layer = keras_stn.SpatialTransformer(conv_loc_net(), output_size=(3, 5))
@@ -187,8 +186,7 @@ class TestInModels:
             data_format="channels_first")
         out_last = last(images).numpy()
         out_first = first(np.transpose(images, (0, 3, 1, 2))).numpy()
-        np.testing.assert_allclose(np.transpose(out_first, (0, 2, 3, 1)),
-                                   out_last, atol=EXACT_ATOL)
+        assert_close(np.transpose(out_first, (0, 2, 3, 1)), out_last, kind="exact")
 
     def test_training_flag_reaches_loc_net(self):
         recorder = TrainingRecorder()
@@ -248,7 +246,7 @@ class TestInModels:
         eager = layer(images).numpy()
         for jit in (False, True):
             out = tf.function(layer, jit_compile=jit)(images).numpy()
-            np.testing.assert_allclose(out, eager, atol=EXACT_ATOL)
+            assert_close(out, eager, kind="exact")
 
 
 class TestTransforms:
@@ -270,7 +268,7 @@ class TestTransforms:
         expected = reference.grid_sample(
             images, reference.affine_grid(np.tile(theta, (2, 1)), 6, 7, False),
             "bilinear", "zeros", False)
-        np.testing.assert_allclose(out, expected, **TOLERANCES["float32"])
+        assert_close(out, expected)
 
     @pytest.mark.parametrize("align_corners", [False, True])
     def test_projective_matches_reference(self, rng, align_corners):
@@ -280,7 +278,7 @@ class TestTransforms:
         grid = reference.projective_grid(params, 6, 7, align_corners)
         expected = reference.grid_sample(images, grid, "bilinear", "zeros",
                                          align_corners)
-        np.testing.assert_allclose(out, expected, **TOLERANCES["float32"])
+        assert_close(out, expected)
 
     def test_identity_parameters(self):
         for name, count in TRANSFORMS.items():
@@ -288,8 +286,7 @@ class TestTransforms:
             assert transform.num_params == count
             assert transform.identity.shape == (count,)
             grid = transform.grid(transform.identity[None], (4, 5)).numpy()
-            np.testing.assert_allclose(
-                grid[0], keras_stn.grid.meshgrid(4, 5).numpy(), atol=EXACT_ATOL)
+            assert_close(grid[0], keras_stn.grid.meshgrid(4, 5).numpy(), kind="exact")
 
     @pytest.mark.parametrize("control_points", [2, 3, 4])
     @pytest.mark.parametrize("align_corners", [False, True])
@@ -446,8 +443,7 @@ class TestSavedModel:
             images = rng.uniform(size=(batch, 9, 9, 2)).astype(np.float32)
             out = served.serve(images).numpy()
             assert out.shape == (batch, 6, 7, 2)
-            np.testing.assert_allclose(out, model(images).numpy(),
-                                       atol=EXACT_ATOL)
+            assert_close(out, model(images).numpy(), kind="exact")
 
 
 HOSTILE_VALUES = [np.nan, np.inf, -np.inf, 1e30, -1e30]
@@ -482,8 +478,7 @@ class TestHostileTheta:
                     assert out.max() <= images[..., 0].max() + 1e-6, where
                     # The hostile examples leave the well-behaved one as
                     # it is alone.
-                    np.testing.assert_allclose(out[-1:], alone, atol=1e-6,
-                                               err_msg=str(where))
+                    assert_close(out[-1:], alone, kind="exact", err_msg=str(where))
 
 
 class TestBadInput:
@@ -597,8 +592,7 @@ class TestTrainingAids:
         assert tuple(predicted.shape) == (None, 6)
         layer.localization_net.layers[-1].bias.assign(theta)
         out, values = layer(images)
-        np.testing.assert_allclose(values.numpy(), np.tile(theta, (3, 1)),
-                                   atol=1e-6)
+        assert_close(values.numpy(), np.tile(theta, (3, 1)), kind="exact")
         assert values.dtype == tf.float32
         assert layer.compute_output_shape((None, 8, 8, 1)) == (
             (None, 5, 5, 1), (None, 6))
@@ -639,7 +633,7 @@ class TestTrainingAids:
             forward = layer(images).numpy()
             if multiplier == 1.0:
                 reference_forward = forward
-        np.testing.assert_allclose(forward, reference_forward, atol=1e-6)
+        assert_close(forward, reference_forward, kind="exact")
         for full, slow in zip(*gradients):
             np.testing.assert_allclose(slow, 0.1 * full, rtol=1e-4, atol=1e-9)
 
@@ -690,8 +684,7 @@ class TestVolumeLayer:
     def test_fresh_layer_is_identity_and_channels_first_agrees(self, rng):
         volumes = rng.uniform(size=(2, 5, 6, 7, 3)).astype(np.float32)
         layer = keras_stn.SpatialTransformer(volume_loc_net())
-        np.testing.assert_allclose(layer(volumes).numpy(), volumes,
-                                   atol=EXACT_ATOL)
+        assert_close(layer(volumes).numpy(), volumes, kind="exact")
         theta = np.eye(3, 4).ravel() + rng.normal(0, 0.1, 12)
         last = keras_stn.SpatialTransformer(constant_loc_net(theta),
                                             output_size=(4, 4, 4))
@@ -699,8 +692,7 @@ class TestVolumeLayer:
                                              output_size=(4, 4, 4),
                                              data_format="channels_first")
         out_first = first(np.moveaxis(volumes, -1, 1)).numpy()
-        np.testing.assert_allclose(np.moveaxis(out_first, 1, -1),
-                                   last(volumes).numpy(), atol=EXACT_ATOL)
+        assert_close(np.moveaxis(out_first, 1, -1), last(volumes).numpy(), kind="exact")
         assert first.compute_output_shape((None, 3, 5, 6, 7)) == (
             None, 3, 4, 4, 4)
 
@@ -737,8 +729,7 @@ class TestTransformInstances:
                    if transform.name == "tps" else {}))])
         layer = keras_stn.SpatialTransformer(loc_net, transform=transform)
         out = layer(np.ones((2, 6, 6, 1), np.float32))
-        np.testing.assert_allclose(out.numpy(), np.ones((2, 6, 6, 1)),
-                                   atol=EXACT_ATOL)
+        assert_close(out.numpy(), np.ones((2, 6, 6, 1)), kind="exact")
         config = layer.get_config()
         assert config["transform"] == transform.name
         clone = keras_stn.SpatialTransformer.from_config(config)

@@ -4,18 +4,22 @@
 `SpatialTransformer` layer do their argument checks once, then hand the
 arithmetic to the module of the backend that owns the tensors:
 
-- `tensorflow`: the TF-ops implementation, the one TFLite export traces
-  (its package also holds the TF-only formulations: the fast 2-D bilinear
-  kernel, the TFLite per-axis planes, the fused-multiply-add emulation and
-  the compilation targets);
-- `jax`: `keras.ops` formulations (`portable`) compiled with `jax.jit`;
+- `tensorflow`: the shared kernels (`keras_stn.kernels`) in its TF op
+  namespace, the graphs TFLite export traces (its package also holds the
+  TF-only formulations: the fast 2-D bilinear kernel, the TFLite per-axis
+  planes, the fused-multiply-add emulation and the compilation targets);
+- `jax`: the shared kernels in `keras.ops` (`keras_ops`), compiled with
+  `jax.jit`;
 - `torch`: `torch.nn.functional.affine_grid` / `grid_sample`, whose
-  conventions are ours, after the same hostile-coordinate guard, and
-  `portable` for the other transforms' grids.
+  conventions are ours, after the same hostile-coordinate guard, and the
+  shared kernels in `keras.ops` for the other transforms' grids.
 
-Each module provides `affine_grid(theta, size, align_corners)`,
-`transform_grid(transform, params, size, align_corners)`,
-`grid_sample(images, grid, interpolation, padding_mode, align_corners)` and
+Each module provides `ops` (its op namespace), `affine_grid` and
+`affine_coordinates(theta, size, align_corners, name=None)`,
+`grid_sample(images, grid, interpolation, padding_mode, align_corners,
+name=None)`, `sample_coordinates(images, coords, ...)`,
+`flatten(transform, params)`, `transform_grid` and
+`transform_coordinates(transform, params, size, align_corners)`, and
 `warp(images, transform, params, size, interpolation, padding_mode,
 align_corners)` (the layer's grid generator and sampler in one), on
 arguments already checked.

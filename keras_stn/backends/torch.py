@@ -6,49 +6,56 @@ included), so the affine grid and every sampling mode call PyTorch's own
 kernels, after the guard the TensorFlow path applies to hostile
 coordinates: NaN reads as outside, and coordinates are clamped a margin
 beyond the image (±2²³ pixels for reflection), which reads the same. The
-other transforms' grids come from `portable`.
+other transforms' grids are the shared kernels (`keras_stn.kernels`) in
+`keras.ops`.
 """
 
-import keras
 import torch
 import torch.nn.functional as F
 
+from keras_stn.backends import keras_ops as ops
 from keras_stn.core import coordinates as _coordinates
-from keras_stn.backends import portable
+from keras_stn.kernels import grids
 
 NAME = "torch"
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _tensor(value):
-    return keras.ops.convert_to_tensor(value)
-
-flatten = portable.flatten
+def flatten(transform, params):
+    return grids.flatten(ops, ops.convert(params), transform.num_params)
 
 
-def affine_grid(theta, size, align_corners):
-    theta = _tensor(theta)
+def affine_grid(theta, size, align_corners, name=None):
     rank = len(size)
-    dtype = _TORCH_DTYPES[portable.coordinate_dtype(theta)]
-    theta = theta.to(dtype).reshape(-1, rank, rank + 1)
+    theta = grids.flatten(ops, ops.convert(theta), rank * (rank + 1))
+    theta = theta.reshape(-1, rank, rank + 1)
     return F.affine_grid(theta, (theta.shape[0], 1, *size),
                          align_corners=align_corners)
 
 
+def affine_coordinates(theta, size, align_corners, name=None):
+    grid = affine_grid(theta, size, align_corners)
+    return [grid[..., axis] for axis in range(len(size))]
+
+
 def transform_grid(transform, params, size, align_corners):
+    params = flatten(transform, params)
     if transform.name in ("affine", "affine_3d"):
-        return affine_grid(portable.flatten(transform, params), size,
-                           align_corners)
+        return affine_grid(params, size, align_corners)
     if transform.expansion_matrices() is not None:
-        params = portable.flatten(transform, params)
         expansion, offset = transform.expansion_matrices()
         expansion = torch.as_tensor(expansion, dtype=params.dtype,
                                     device=params.device)
         offset = torch.as_tensor(offset, dtype=params.dtype,
                                  device=params.device)
         return affine_grid(params @ expansion + offset, size, align_corners)
-    return portable.transform_grid(transform, params, size, align_corners)
+    return transform.grid_in(ops, params, size, align_corners)
+
+
+def transform_coordinates(transform, params, size, align_corners):
+    grid = transform_grid(transform, params, size, align_corners)
+    return [grid[..., axis] for axis in range(len(size))]
 
 
 def _normalized(pixel, size, align_corners):
@@ -82,10 +89,11 @@ def _guarded(grid, sizes, padding_mode, align_corners):
     return torch.clamp(grid, constant(low), constant(high))
 
 
-def grid_sample(images, grid, interpolation, padding_mode, align_corners):
-    images, grid = _tensor(images), _tensor(grid)
+def grid_sample(images, grid, interpolation, padding_mode, align_corners,
+                name=None):
+    images, grid = ops.convert(images), ops.convert(grid)
     spatial = images.dim() - 2
-    coordinates = portable.coordinate_dtype(grid)
+    coordinates = ops.coordinate_dtype(grid)
     dtype = (torch.float64 if torch.float64 in (images.dtype,
                                                 _TORCH_DTYPES[coordinates])
              else torch.float32)
@@ -100,6 +108,12 @@ def grid_sample(images, grid, interpolation, padding_mode, align_corners):
                            padding_mode=padding_mode,
                            align_corners=align_corners)
     return output.permute(0, *range(2, spatial + 2), 1).to(images.dtype)
+
+
+def sample_coordinates(images, coords, interpolation, padding_mode,
+                       align_corners, name=None):
+    return grid_sample(images, torch.stack(list(coords), -1), interpolation,
+                       padding_mode, align_corners)
 
 
 def warp(images, transform, params, size, interpolation, padding_mode,

@@ -41,3 +41,10 @@ def cubic_weights(t):
         return ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
 
     return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+
+
+def coordinate_dtype(dtype_name):
+    """The dtype grids and coordinates are computed in: `"float64"` for
+    float64 values, else `"float32"` (float16 and bfloat16 grids lack the
+    precision for pixel coordinates)."""
+    return "float64" if dtype_name == "float64" else "float32"

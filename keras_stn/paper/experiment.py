@@ -18,6 +18,7 @@
    `training_curves.png` (training and held-out loss and error per epoch).
 """
 
+import dataclasses
 import json
 import os
 import resource
@@ -342,6 +343,59 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
     Returns:
         The report, also written to `<output_dir>/<run_name>/report.json`.
     """
+    plan = _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
+                 transform, learning_rate, test_examples, seed, output_dir,
+                 run_name, mnist_dir, data_dir, smoke, restart)
+    start = time.perf_counter()
+    data = _data(plan)
+    trained, histories, results, wrong = {}, {}, {}, {}
+    for name in _MODEL_NAMES:
+        trained[name], histories[name], seconds = _train_model(
+            plan, data, name, verbose)
+        results[name], wrong[name] = _evaluate(plan, data, name,
+                                               trained[name], histories[name],
+                                               seconds)
+    exported = _export(plan.work_dir, trained["st_cnn"], data.test)
+    _save_pictures(plan.work_dir, trained["st_cnn"], data.test, histories,
+                   distortion)
+    report = _report(plan, results, wrong, histories, exported,
+                     _command_line() if command is None else command,
+                     time.perf_counter() - start)
+    _publish(plan, report)
+    print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
+          f"{results['st_cnn']['test_error_percent']:.2f} % test error on "
+          f"{distortion}; {report['wall_seconds']:.0f} s; wrote "
+          f"{plan.run_dir}/")
+    return report
+
+
+_MODEL_NAMES = ("cnn", "st_cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A run's checked settings and its folders."""
+
+    distortion: str
+    transform: str
+    budget: str
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    test_examples: int
+    smoke: bool
+    validation_examples: int
+    mnist_dir: str
+    data_dir: str
+    run_dir: str
+    work_dir: str
+    backup_dir: str
+
+
+
+def _check_requirements():
     # Fail before training, not after: the job exports to SavedModel and
     # TFLite (TensorFlow tools), draws pictures and writes TensorBoard logs.
     backends.require_tensorflow(
@@ -355,13 +409,13 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
             "matplotlib and writes TensorBoard logs: pip install "
             "'keras-stn[examples]' (or matplotlib and tensorboard)."
         ) from error
+
+
+def _check_choices(distortion, budget, transform):
     if budget not in BUDGETS:
         raise ValueError(
             f"Invalid value for argument `budget`. Expected one of "
             f"{tuple(BUDGETS)}. Received: budget={budget!r}")
-    epochs = epochs or BUDGETS[budget]["epochs"]
-    steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]
-    batch_size = batch_size or BUDGETS[budget]["batch_size"]
     if transform not in PAPER_ST_CNN_ERROR or distortion not in (
             PAPER_ST_CNN_ERROR[transform]):
         choices = [name for name, rows in PAPER_ST_CNN_ERROR.items()
@@ -370,19 +424,30 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
             f"Invalid value for argument `transform`. Expected one of "
             f"{choices} for distortion {distortion!r} (the paper's Table 1). "
             f"Received: transform={transform!r}")
+    if distortion not in datasets.DISTORTIONS:
+        raise ValueError(
+            "Invalid value for argument `distortion`. Expected one of "
+            f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
+
+
+def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
+          transform, learning_rate, test_examples, seed, output_dir,
+          run_name, mnist_dir, data_dir, smoke, restart):
+    """Checks the arguments, resolves the budget and prepares the folders
+    (resuming an interrupted run's progress unless `restart`)."""
+    _check_requirements()
+    _check_choices(distortion, budget, transform)
+    epochs = epochs or BUDGETS[budget]["epochs"]
+    steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]
+    batch_size = batch_size or BUDGETS[budget]["batch_size"]
     validation_examples = VALIDATION_EXAMPLES
     if smoke:
         epochs, steps_per_epoch = SMOKE["epochs"], SMOKE["steps_per_epoch"]
         batch_size = SMOKE["batch_size"]
         test_examples = min(test_examples, SMOKE["test_examples"])
         validation_examples = SMOKE["test_examples"]
-    if distortion not in datasets.DISTORTIONS:
-        raise ValueError(
-            "Invalid value for argument `distortion`. Expected one of "
-            f"{datasets.DISTORTIONS}. Received: distortion={distortion!r}")
     run_name = run_name or default_run_name(distortion, transform, budget,
                                             smoke)
-    run_dir = os.path.join(output_dir, run_name)
     # Checked before anything is written (download when no folder is set).
     mnist_dir = datasets.resolve_mnist_dir(mnist_dir)
     settings = {"distortion": distortion, "transform": transform,
@@ -395,89 +460,112 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
     work_dir = os.path.join(output_dir, f".{run_name}.partial")
     shutil.rmtree(work_dir, ignore_errors=True)
     os.makedirs(work_dir)
-    start = time.perf_counter()
+    return _Plan(**settings, validation_examples=validation_examples,
+                 mnist_dir=mnist_dir, data_dir=data_dir,
+                 run_dir=os.path.join(output_dir, run_name),
+                 work_dir=work_dir, backup_dir=backup_dir)
 
-    # -- Data
-    # Trained on MNIST's first 55,000 training digits; the last 5,000 are
-    # the held-out curve (the test set is only scored at the end).
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    train_stream: object  # epoch -> the training stream from that epoch on
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    labels: np.ndarray  # of `test`
+    snapshot_inputs: np.ndarray  # held-out inputs TensorBoard shows
+
+
+def _data(plan):
+    """Trained on MNIST's first 55,000 training digits; the last 5,000 are
+    the held-out curve (the test set is only scored at the end)."""
+    common = {"seed": plan.seed, "mnist_dir": plan.mnist_dir,
+              "data_dir": plan.data_dir}
+
     def train_stream(epoch):
         return datasets.distorted_mnist(
-            "fit", distortion, seed=seed, repeat=True, batch_size=batch_size,
-            start=epoch * steps_per_epoch * batch_size, mnist_dir=mnist_dir,
-            data_dir=data_dir).prefetch(tf.data.AUTOTUNE)
+            "fit", plan.distortion, repeat=True, batch_size=plan.batch_size,
+            start=epoch * plan.steps_per_epoch * plan.batch_size,
+            **common).prefetch(tf.data.AUTOTUNE)
 
     validation = datasets.distorted_mnist(
-        "validation", distortion, seed=seed, batch_size=256,
-        count=validation_examples, mnist_dir=mnist_dir,
-        data_dir=data_dir).cache()
+        "validation", plan.distortion, batch_size=256,
+        count=plan.validation_examples, **common).cache()
     test = datasets.distorted_mnist(
-        "test", distortion, seed=seed, batch_size=256, count=test_examples,
-        mnist_dir=mnist_dir, data_dir=data_dir).cache()
-    size = datasets.CANVAS_SIZES[distortion]
-
-    # Fixed held-out inputs whose transformation TensorBoard shows per epoch.
-    snapshot_inputs = next(iter(validation.unbatch().batch(16)))[0].numpy()
-
-    # -- Models, training, evaluation
-    results, histories, trained = {}, {}, {}
-    builders = {
-        "cnn": lambda: models.paper_cnn((size, size, 1)),
-        "st_cnn": lambda: models.paper_st_cnn(
-            (size, size, 1), output_size=ST_OUTPUT_SIZE[distortion],
-            transform=transform),
-    }
-    paper_error = {"cnn": PAPER_TEST_ERROR[distortion]["cnn"],
-                   "st_cnn": PAPER_ST_CNN_ERROR[transform][distortion]}
+        "test", plan.distortion, batch_size=256, count=plan.test_examples,
+        **common).cache()
     labels = np.concatenate([batch[1].numpy() for batch in test])
-    wrong = {}
-    for name, build in builders.items():
-        keras.utils.set_random_seed(seed)
-        print(f"\n== {name} on {distortion}: {epochs} × {steps_per_epoch} "
-              f"steps of {batch_size}")
-        model, history, seconds = _train(
-            name, build, train_stream, validation, epochs, steps_per_epoch,
-            learning_rate, verbose, backup_dir,
-            snapshot_inputs=snapshot_inputs if name == "st_cnn" else None)
-        predictions = model.predict(test, verbose=0).argmax(-1)
-        wrong[name] = predictions != labels
-        results[name] = {
-            "test_error_percent": round(float(100.0 * wrong[name].mean()), 2),
-            "test_error_ci95_percent": _interval(wrong[name].astype(float)),
-            "parameters": int(model.count_params()),
-            "seconds_per_epoch": [round(s, 1) for s in seconds],
-            "train_seconds": round(sum(seconds), 1),
-            "final_train_loss": round(float(history["loss"][-1]), 4),
-            "paper_test_error_percent": paper_error[name],
-        }
-        histories[name] = history
-        trained[name] = model
-        print(f"== {name}: test error {results[name]['test_error_percent']:.2f} % "
-              f"(paper {paper_error[name]} %)")
+    snapshot_inputs = next(iter(validation.unbatch().batch(16)))[0].numpy()
+    return _Data(train_stream, validation, test, labels, snapshot_inputs)
 
-    # -- Export and pictures, into the work folder
-    exported = _export(work_dir, trained["st_cnn"], test)
-    _save_pictures(work_dir, trained["st_cnn"], test, histories, distortion)
 
+def _train_model(plan, data, name, verbose):
+    """`(model, history, seconds per epoch)` of the CNN or the ST-CNN."""
+    size = datasets.CANVAS_SIZES[plan.distortion]
+    if name == "cnn":
+        def build():
+            return models.paper_cnn((size, size, 1))
+    else:
+        def build():
+            return models.paper_st_cnn(
+                (size, size, 1), output_size=ST_OUTPUT_SIZE[plan.distortion],
+                transform=plan.transform)
+    keras.utils.set_random_seed(plan.seed)
+    print(f"\n== {name} on {plan.distortion}: {plan.epochs} × "
+          f"{plan.steps_per_epoch} steps of {plan.batch_size}")
+    return _train(
+        name, build, data.train_stream, data.validation, plan.epochs,
+        plan.steps_per_epoch, plan.learning_rate, verbose, plan.backup_dir,
+        snapshot_inputs=data.snapshot_inputs if name == "st_cnn" else None)
+
+
+def _paper_error(plan, name):
+    if name == "cnn":
+        return PAPER_TEST_ERROR[plan.distortion]["cnn"]
+    return PAPER_ST_CNN_ERROR[plan.transform][plan.distortion]
+
+
+def _evaluate(plan, data, name, model, history, seconds):
+    """The model's results on the test digits, and which it got wrong."""
+    wrong = model.predict(data.test, verbose=0).argmax(-1) != data.labels
+    results = {
+        "test_error_percent": round(float(100.0 * wrong.mean()), 2),
+        "test_error_ci95_percent": _interval(wrong.astype(float)),
+        "parameters": int(model.count_params()),
+        "seconds_per_epoch": [round(s, 1) for s in seconds],
+        "train_seconds": round(sum(seconds), 1),
+        "final_train_loss": round(float(history["loss"][-1]), 4),
+        "paper_test_error_percent": _paper_error(plan, name),
+    }
+    print(f"== {name}: test error {results['test_error_percent']:.2f} % "
+          f"(paper {results['paper_test_error_percent']} %)")
+    return results, wrong
+
+
+def _report(plan, results, wrong, histories, exported, command, seconds):
+    """The run's report: settings, results, the paired comparison, the
+    export's checks and the environment."""
     # Paired over the same test digits: CNN wrong minus ST-CNN wrong.
     difference = wrong["cnn"].astype(float) - wrong["st_cnn"].astype(float)
     interval = _interval(difference)
-    report = {
-        "distortion": distortion,
-        "transform": transform,
-        "budget": budget,
-        "command": _command_line() if command is None else command,
+    size = datasets.CANVAS_SIZES[plan.distortion]
+    return {
+        "distortion": plan.distortion,
+        "transform": plan.transform,
+        "budget": plan.budget,
+        "command": command,
         "canvas": size,
-        "st_output_size": ST_OUTPUT_SIZE[distortion] or (size, size),
-        "epochs": epochs,
-        "steps_per_epoch": steps_per_epoch,
-        "batch_size": batch_size,
-        "examples_seen_per_model": epochs * steps_per_epoch * batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
-        "test_examples": test_examples,
-        "validation_examples": validation_examples,
+        "st_output_size": ST_OUTPUT_SIZE[plan.distortion] or (size, size),
+        "epochs": plan.epochs,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "batch_size": plan.batch_size,
+        "examples_seen_per_model": (plan.epochs * plan.steps_per_epoch
+                                    * plan.batch_size),
+        "learning_rate": plan.learning_rate,
+        "seed": plan.seed,
+        "test_examples": plan.test_examples,
+        "validation_examples": plan.validation_examples,
         "training_digits": "MNIST train[:55000]; held out: train[55000:]",
-        "smoke": smoke,
+        "smoke": plan.smoke,
         "models": results,
         "st_cnn_beats_cnn": results["st_cnn"]["test_error_percent"]
         < results["cnn"]["test_error_percent"],
@@ -488,7 +576,7 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         "st_cnn_beats_cnn_significantly": bool(interval[0] > 0),
         "optimizer": "Adam, cosine learning-rate decay to 0 over the run",
         "export": exported,
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "wall_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "environment": {"tensorflow": tf.__version__,
@@ -498,17 +586,19 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
                            for key, values in history.items()}
                     for name, history in histories.items()},
     }
-    write_json(os.path.join(work_dir, "report.json"), report)
-    for name in builders:  # TensorBoard logs of every (resumed) session
-        logs = os.path.join(backup_dir, name, "tensorboard")
+
+
+def _publish(plan, report):
+    """Writes the report and the TensorBoard logs of every (resumed)
+    session, then moves the finished run into place."""
+    write_json(os.path.join(plan.work_dir, "report.json"), report)
+    for name in _MODEL_NAMES:
+        logs = os.path.join(plan.backup_dir, name, "tensorboard")
         if os.path.isdir(logs):
-            shutil.copytree(logs, os.path.join(work_dir, "tensorboard", name))
-    move_into_place(work_dir, run_dir)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    print(f"\nCNN {results['cnn']['test_error_percent']:.2f} % vs ST-CNN "
-          f"{results['st_cnn']['test_error_percent']:.2f} % test error on "
-          f"{distortion}; {report['wall_seconds']:.0f} s; wrote {run_dir}/")
-    return report
+            shutil.copytree(logs, os.path.join(plan.work_dir, "tensorboard",
+                                               name))
+    move_into_place(plan.work_dir, plan.run_dir)
+    shutil.rmtree(plan.backup_dir, ignore_errors=True)
 
 
 def add_arguments(parser):

@@ -1,42 +1,79 @@
-"""TensorFlow: the TF-ops implementation, the one TFLite export traces.
+"""TensorFlow: the shared kernels in TF ops, the graphs TFLite export traces.
 
-Its modules hold every TensorFlow-only formulation: the grid generator
-(`grid`), the sampler (`sampling`), the coordinate path with PyTorch's
-derivatives and the fused-multiply-add emulation (`coordinates`), the fast
-2-D bilinear kernel and its gradient (`bilinear`), and the compilation
-targets with their private detections (`compilation`). This module is their
-entry under the common interface of `keras_stn.backends`, and the layer's
-grid generator and sampler with the name scopes the TFLite exporter finds
-them by.
+`ops` is the TF op namespace of `keras_stn.kernels`; the package's other
+modules hold every TensorFlow-only formulation: the meshgrid products per
+compilation target (`grid`), the sampler's dispatch to the fast 2-D
+bilinear kernel and its gradient (`sampling`, `bilinear`), the
+fused-multiply-add emulation (`coordinates`) and the compilation targets
+with their private detections (`compilation`). This module is their entry
+under the common interface of `keras_stn.backends`, with the name scopes
+the TFLite exporter finds the coordinate path by.
 """
 
 import tensorflow as tf
 
-from keras_stn.backends.tensorflow import grid as _grid
+from keras_stn.backends.tensorflow import ops
 from keras_stn.backends.tensorflow import sampling as _sampling
+from keras_stn.backends.tensorflow.grid import coordinate_dtype
+from keras_stn.core.scopes import AFFINE_GRID_SCOPE
 from keras_stn.core.scopes import GRID_SCOPE
 from keras_stn.core.scopes import SAMPLER_SCOPE
+from keras_stn.kernels import grids
 
 NAME = "tensorflow"
 
-affine_grid = _grid.affine_grid
-affine_coordinates = _grid.affine_coordinates
 grid_sample = _sampling.grid_sample
 sample_coordinates = _sampling.sample_coordinates
 
 
+def _affine_matrices(theta, size):
+    rank = len(size)
+    theta = tf.cast(theta, coordinate_dtype(theta.dtype))
+    return tf.reshape(theta, [-1, rank, rank + 1])
+
+
+def affine_grid(theta, size, align_corners, name=None):
+    """`keras_stn.affine_grid` on checked arguments."""
+    with tf.name_scope(name or AFFINE_GRID_SCOPE):
+        theta = _affine_matrices(tf.convert_to_tensor(theta), size)
+        return grids.affine_grid(ops, theta, size, align_corners)
+
+
+def affine_coordinates(theta, size, align_corners, name=None):
+    """`keras_stn.affine_coordinates` on checked arguments."""
+    with tf.name_scope(name or AFFINE_GRID_SCOPE):
+        theta = _affine_matrices(tf.convert_to_tensor(theta), size)
+        return grids.affine_planes(ops, theta, size, align_corners)
+
+
 def flatten(transform, params):
-    return transform._tf_flatten(params)
+    """`params` as float32 (float64 kept) `[batch, num_params]`, behind a
+    run-time check where the static shape cannot tell the count."""
+    params = tf.convert_to_tensor(params)
+    if None in tuple(params.shape)[1:]:
+        check = tf.debugging.assert_equal(
+            tf.reduce_prod(tf.shape(params)[1:]), transform.num_params,
+            message=f"transform '{transform.name}': params must hold "
+                    f"{transform.num_params} values per example")
+        with tf.control_dependencies([check]):
+            params = tf.identity(params)
+    return grids.flatten(ops, params, transform.num_params)
 
 
 def transform_grid(transform, params, size, align_corners):
-    return transform._tf_grid(params, size, align_corners)
+    return transform.grid_in(ops, flatten(transform, params), size,
+                             align_corners)
+
+
+def transform_coordinates(transform, params, size, align_corners):
+    return transform.coordinates_in(ops, flatten(transform, params), size,
+                                    align_corners)
 
 
 def warp(images, transform, params, size, interpolation, padding_mode,
          align_corners):
     with tf.name_scope(GRID_SCOPE):
-        coords = transform._tf_coordinates(params, size, align_corners)
+        coords = transform_coordinates(transform, params, size, align_corners)
     with tf.name_scope(SAMPLER_SCOPE):
         return _sampling.sample_coordinates(
             images, coords, interpolation, padding_mode, align_corners)

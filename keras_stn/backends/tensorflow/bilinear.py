@@ -20,12 +20,15 @@ with builtin ops only:
 
 import tensorflow as tf
 
-from keras_stn.backends.tensorflow import coordinates as _coordinates
+from keras_stn.backends.tensorflow import ops
+from keras_stn.backends.tensorflow.ops import weighted
+from keras_stn.core.coordinates import MARGIN
+from keras_stn.kernels import coordinates as _coordinates
 
 # Zero padding of the image on each spatial axis, before and after: the
 # pixel coordinates reach [-MARGIN, size - 1 + MARGIN] and a corner one more.
-PAD_BEFORE = _coordinates.MARGIN
-PAD_AFTER = _coordinates.MARGIN + 1
+PAD_BEFORE = MARGIN
+PAD_AFTER = MARGIN + 1
 # Under XLA, at most this many channels use the 4-corner-slice scatter
 # (fwd+bwd 20-50% less time on 1-3 channels; from 4 on, the flat one wins).
 _QUAD_SCATTER_MAX_CHANNELS = 3
@@ -132,7 +135,7 @@ def _gather_nd(flat, index):
 def _split(coord, size):
     """Integer corner and snapped fraction of pixel coordinates."""
     corner, fraction = _coordinates.split(
-        coord, _coordinates.snap_tolerance(size, coord.dtype))
+        ops, coord, _coordinates.snap_tolerance(ops, size, coord.dtype.name))
     return tf.cast(corner, tf.int32), fraction
 
 
@@ -164,11 +167,6 @@ def _materialised(values):
     lowest = tf.fill(tf.shape(bits), bits.dtype.min)
     bits = tf.reduce_max(tf.stack([bits, lowest]), axis=0)
     return bits if integer is None else tf.bitcast(bits, values.dtype)
-
-
-def weighted(weight, values):
-    """`weight [..]` times `values [.., channels]`, in `values`' dtype."""
-    return tf.expand_dims(tf.cast(weight, values.dtype), -1) * values
 
 
 def _channel_sum(values):

@@ -1,39 +1,34 @@
-"""The TensorFlow grid generator: θ times the meshgrid, in TFLite builtins.
+"""The TF formulations of the meshgrid products (`keras_stn.kernels.grids`).
 
-Arguments arrive checked (`keras_stn.grid`). The batch comes from θ at run
-time, so no batch-sized constant enters a graph.
+One matmul in TF's runtime and TFLite (a FULLY_CONNECTED), broadcast
+multiply-adds under XLA. The batch comes from θ at run time, so no
+batch-sized constant enters a graph.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from keras_stn.backends.tensorflow.compilation import current_target
-from keras_stn.core.meshgrid import homogeneous_meshgrid
-
-# Default name scope of the grid ops (export keeps it in float).
-SCOPE = "affine_grid"
+from keras_stn.core import coordinates as _coordinates
 
 
 def coordinate_dtype(dtype):
-    """The dtype grids are computed in: float64 if given float64, else float32."""
-    return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+    """`keras_stn.core.coordinates.coordinate_dtype` as a TF dtype."""
+    return tf.as_dtype(_coordinates.coordinate_dtype(tf.as_dtype(dtype).name))
 
 
-def times_meshgrid(weights, size, align_corners, target=None):
-    """`[..., N]`: rows `weights [..., k + 1]` times each meshgrid point.
+def times_meshgrid(weights, base, target=None):
+    """`[..., N]`: rows `weights [..., k + 1]` times each meshgrid point
+    `base [N, k + 1]` (`keras_stn.core.meshgrid.homogeneous_meshgrid`).
 
-    The meshgrid is `(x, y[, z], 1)` over `size` (N points, x fastest); the
-    last axis of `weights` must be static. `target` (`_compilation`,
+    The last axis of `weights` must be static. `target` (`compilation`,
     default: the current one) picks broadcast multiply-adds for XLA, one
     matmul otherwise.
     """
     target = target or current_target()
-    dtype = np.float64 if weights.dtype == tf.float64 else np.float32
-    base = homogeneous_meshgrid(size, align_corners, dtype)  # [N, k + 1]
     if weights.shape[-1] != base.shape[1]:
         raise ValueError(
             f"The grid generator needs rows of {base.shape[1]} static "
-            f"entries for a {len(size)}-D size {size}. Received: "
+            f"entries for a {base.shape[1] - 1}-D meshgrid. Received: "
             f"shape={weights.shape}"
         )
     if target == "xla":
@@ -68,35 +63,3 @@ def _times_meshgrid_xla(weights, base):
         return result, gradient
 
     return products(weights)
-
-
-def affine_grid(theta, size, align_corners, name=None):
-    """`keras_stn.affine_grid` on checked arguments, in TF ops."""
-    with tf.name_scope(name or SCOPE):
-        theta = _affine_matrices(tf.convert_to_tensor(theta), size)
-        # [batch, k, N] products of θ's rows with the meshgrid, points last.
-        grid = tf.transpose(
-            times_meshgrid(theta, size, align_corners, current_target()),
-            [0, 2, 1])
-        return tf.reshape(grid, [-1, *size, len(size)])
-
-
-def affine_coordinates(theta, size, align_corners, name=None):
-    """`keras_stn.affine_coordinates` on checked arguments, in TF ops."""
-    with tf.name_scope(name or SCOPE):
-        theta = _affine_matrices(tf.convert_to_tensor(theta), size)
-        target = current_target()
-        # One product per row of θ: slicing rows out of a joint product
-        # costs more than the product itself in TFLite.
-        return [
-            tf.reshape(times_meshgrid(theta[:, row], size, align_corners,
-                                      target), [-1, *size])
-            for row in range(len(size))
-        ]
-
-
-def _affine_matrices(theta, size):
-    """Checked TF θ as float32 (float64) `[batch, k, k + 1]` matrices."""
-    rank = len(size)
-    theta = tf.cast(theta, coordinate_dtype(theta.dtype))
-    return tf.reshape(theta, [-1, rank, rank + 1])
