@@ -127,7 +127,6 @@ TENSORFLOW_ONLY = {
     "test_torch_suite": _KERNELS,
     "test_kornia_suite": _KERNELS,
     "test_theta_gradients": _KERNELS,
-    "test_grid": _KERNELS,
     "test_sampling": _KERNELS,
     "test_formulations": _KERNELS,
     "test_dynamic_shapes": "run-time (unknown) shapes exist in TensorFlow "

@@ -57,6 +57,7 @@ def test_tflite_latency_smoke(capsys, monkeypatch):
         assert ms_per_batch > 0
 
 
+@pytest.mark.slow  # the conversions: tests/test_export.py (every mode)
 def test_tflite_parity_smoke(capsys, monkeypatch):
     if mnist_dir() is None:
         pytest.skip("MNIST IDX folder absent; tests never download")
@@ -70,6 +71,25 @@ def test_tflite_parity_smoke(capsys, monkeypatch):
     assert float32_agreement == 100.0
 
 
+def test_grid_sample_speed_smoke_without_compilers(tmp_path, capsys,
+                                                   monkeypatch):
+    # The script's measuring and reporting on the two runtime rows (the
+    # XLA and TFLite rows: the slow smoke below).
+    result = _run_in_process(
+        "grid_sample_speed",
+        ["--tiny", "--repeats", "2", "--warmup", "1", "--allocator", "reuse",
+         "--implementations", "keras_stn", "naive_tf", "--in-process",
+         "--json", str(tmp_path / "speed.json")], capsys, monkeypatch)
+    raw = json.loads((tmp_path / "speed.json").read_text())
+    for name in ("keras_stn", "naive_tf"):
+        rows = raw["results"][name]
+        assert len(rows) == len(raw["workloads"])
+        assert all(row["fwd"] > 0 and row["fwd+bwd"] > 0 for row in rows)
+        assert all(row["peak_mb"] >= 0 for row in rows)
+    assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
+
+
+@pytest.mark.slow
 def test_grid_sample_speed_smoke(tmp_path, capsys, monkeypatch):
     # keras_stn and the naive baseline, with and without XLA, and TFLite;
     # torch joins when installed (never in the test environment's needs).
@@ -208,3 +228,25 @@ def test_main_job_throughput_smoke(capsys, monkeypatch):
         rates = [float(cell) for cell in row[3:7]]
         assert all(rate > 0 for rate in rates)
         assert rates[3] == pytest.approx(rates[2] / rates[0], abs=0.01)
+
+
+def test_volume_warp_worker_measures_the_tensorflow_paths():
+    volume_warp = _script("volume_warp")
+    volume, field = volume_warp.inputs((6, 7, 8))
+    assert volume.shape == (1, 6, 7, 8, 1) and field.shape == (1, 6, 7, 8, 3)
+    assert 0.5 < np.abs(field).max() < 20.0  # a few voxels, smooth
+    assert np.abs(np.diff(field, axis=1)).max() < 5.0
+    row = volume_warp.worker("tf_runtime", (6, 7, 8), 1, 1, "cpu")
+    assert row["fwd"] > 0 and row["fwd+bwd"] > 0 and row["peak_mb"] >= 0
+
+
+@pytest.mark.slow
+def test_volume_warp_smoke_on_every_path(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    volume_warp = _script("volume_warp")
+    volume_warp.main(["--size", "6", "7", "8", "--warmup", "1", "--repeats",
+                      "1", "--json", str(tmp_path / "volume.json")])
+    raw = json.loads((tmp_path / "volume.json").read_text())
+    assert set(raw["results"]) == set(volume_warp.PATHS)
+    assert "| tf_xla |" in capsys.readouterr().out

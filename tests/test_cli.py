@@ -14,6 +14,7 @@ import pytest
 
 import keras_stn
 from tests.conftest import REPO_ROOT
+from tests.conftest import assert_close
 from tests.conftest import mnist_dir
 
 needs_mnist = pytest.mark.skipif(mnist_dir() is None,
@@ -119,13 +120,21 @@ class TestExportErrors:
         assert "Traceback" in result.stderr
 
     def test_quiet_success_writes_both(self, tmp_path, small_model):
+        np.save(tmp_path / "calibration.npy", np.random.default_rng(0).uniform(
+            size=(16, 12, 12, 1)).astype(np.float32))
         result = keras_stn_command("export", str(small_model), "--tflite",
                                    "out.tflite", "--saved-model", "sm",
+                                   "--calibration-data", "calibration.npy",
                                    cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", result.stderr  # no C++/LiteRT log lines
-        assert "parity: max |TFLite - Keras|" in result.stdout
-        assert sorted(os.listdir(tmp_path)) == ["out.tflite", "sm"]
+        assert "GATHER" in result.stdout
+        deviation = float(result.stdout.split("max |TFLite - Keras| = ")[1]
+                          .split()[0])
+        assert deviation < 1e-4  # float32 TFLite: parity on the given data
+        assert (tmp_path / "sm" / "saved_model.pb").is_file()
+        assert sorted(os.listdir(tmp_path)) == ["calibration.npy",
+                                                "out.tflite", "sm"]
         again = keras_stn_command("export", str(small_model), "--tflite",
                                   "out.tflite", cwd=tmp_path)
         assert_one_line_error(again, "exists", "--overwrite")
@@ -187,6 +196,81 @@ def test_help_has_an_example_per_command(capsys):
         assert "example" in capsys.readouterr().out, command
 
 
+def test_interrupted_training_resumes_after_its_last_finished_epoch(
+        tmp_path, monkeypatch, capsys):
+    """The main job's resume, in process (the killed-run test below does it
+    with SIGKILL on the real job): a run that dies after its first epoch
+    continues from that epoch's checkpoint and stream position, and ends
+    where an uninterrupted run ends; once trained, the model is reloaded."""
+    import tensorflow as tf
+
+    from keras_stn.paper import experiment
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(48, 8, 8, 1)).astype("float32")
+    labels = rng.integers(0, 10, 48)
+
+    def train_stream(epoch):
+        # The stream from `epoch` on: 3 steps of 8 per epoch.
+        return tf.data.Dataset.from_tensor_slices(
+            (images, labels)).repeat().skip(epoch * 24).batch(8)
+
+    validation = tf.data.Dataset.from_tensor_slices(
+        (images[:16], labels[:16])).batch(8)
+
+    def build():
+        return keras.Sequential([keras.Input((8, 8, 1)),
+                                 keras.layers.Flatten(),
+                                 keras.layers.Dense(10)])
+
+    def train(backup_dir):
+        keras.utils.set_random_seed(0)
+        return experiment._train("cnn", build, train_stream, validation, 2,
+                                 3, 1e-2, 0, str(backup_dir))
+
+    _, uninterrupted, _ = train(tmp_path / "once")
+
+    original = experiment._EpochLog.on_epoch_end
+
+    def dies_after_the_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt  # after the checkpoint and the log are written
+
+    monkeypatch.setattr(experiment._EpochLog, "on_epoch_end",
+                        dies_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "twice")
+    monkeypatch.setattr(experiment._EpochLog, "on_epoch_end", original)
+    capsys.readouterr()
+    _, resumed, seconds = train(tmp_path / "twice")
+    assert "cnn: resuming after epoch 1 of 2" in capsys.readouterr().out
+    assert len(seconds) == 2
+    for key in ("loss", "val_loss"):
+        assert_close(resumed[key], uninterrupted[key])
+    model, reloaded, _ = train(tmp_path / "twice")
+    assert "trained in an earlier, interrupted run" in capsys.readouterr().out
+    assert reloaded == resumed and isinstance(model, keras.Model)
+
+
+def test_a_finished_run_replaces_the_old_one_whole(tmp_path):
+    """What `experiment.run` publishes with: the target holds the old run
+    or the new one, and nothing staged is left beside it."""
+    from keras_stn._files import move_into_place
+
+    target = tmp_path / "out" / "r"
+    target.mkdir(parents=True)
+    (target / "report.json").write_text("old")
+    (target / "stale.png").write_text("old")
+    work = tmp_path / "out" / ".r.partial"
+    work.mkdir()
+    (work / "report.json").write_text("new")
+    move_into_place(str(work), str(target))
+    assert sorted(os.listdir(target)) == ["report.json"]
+    assert (target / "report.json").read_text() == "new"
+    assert sorted(os.listdir(tmp_path / "out")) == ["r"]
+
+
+@pytest.mark.slow
 @needs_mnist
 def test_killed_run_resumes_and_never_leaves_a_mix(tmp_path):
     """SIGKILL during the ST-CNN's training, then the same command again:

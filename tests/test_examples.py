@@ -63,6 +63,7 @@ class TestMnistLoader:
             keras_stn.paper.datasets.load_mnist("test", mnist_dir=str(tmp_path))
 
 
+@pytest.mark.slow  # its API path: test_readme_python_blocks_run, below
 @needs_mnist
 def test_quickstart_smoke(tmp_path):
     output_dir = tmp_path / "quickstart"
@@ -107,6 +108,9 @@ def test_readme_python_blocks_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+# Its model: test_two_transformers_in_parallel_pattern; its two streams:
+# tests/test_datasets.py.
+@pytest.mark.slow
 @needs_mnist
 def test_mnist_addition_smoke(tmp_path):
     def run():

@@ -55,20 +55,49 @@ MODES = list(itertools.product(TRANSFORMS, ("bilinear", "nearest"))) + [
     ("affine", "bicubic")]
 
 
-def side_by_side(transform, interpolation, input_shape=(10, 12, 2)):
-    """One model holding a transformer per padding mode × align_corners, on
-    the same input, outputs concatenated on channels (one conversion checks
-    all six)."""
+# Every (transform, interpolation) × padding × align_corners: 66 transformers.
+EVERY_MODE = [(transform, interpolation, padding_mode, align_corners)
+              for transform, interpolation in MODES
+              for padding_mode, align_corners in PADDINGS_AND_ALIGNS]
+
+
+def side_by_side(modes, input_shape=(10, 12, 2)):
+    """One model holding a transformer per mode, on the same input, outputs
+    concatenated on channels (one conversion checks them all)."""
     inputs = keras.Input(input_shape)
-    outputs = [st_model(transform, interpolation, padding_mode, align_corners,
-                        input_shape=input_shape)(inputs)
-               for padding_mode, align_corners in PADDINGS_AND_ALIGNS]
+    outputs = [st_model(*mode, input_shape=input_shape)(inputs)
+               for mode in modes]
     return keras.Model(inputs, keras.layers.Concatenate()(outputs))
 
 
-@pytest.mark.parametrize("transform,interpolation", MODES)
-def test_float32_builtins_and_parity(tmp_path, transform, interpolation):
-    model = side_by_side(transform, interpolation)
+# The default run: every interpolation × padding × align_corners on the
+# affine transform, and every other transform's grid once per interpolation
+# (the sampler's modes do not depend on the transform that made the grid).
+MODE_GROUPS = {
+    **{f"affine-{interpolation}": [
+        ("affine", interpolation, padding_mode, align_corners)
+        for padding_mode, align_corners in PADDINGS_AND_ALIGNS]
+       for interpolation in ("bilinear", "nearest", "bicubic")},
+    "other-transforms": [
+        (transform, interpolation, padding_mode, False)
+        for transform in TRANSFORMS[1:]
+        for interpolation, padding_mode in (("bilinear", "reflection"),
+                                            ("nearest", "border"))],
+}
+
+
+@pytest.mark.parametrize("group", list(MODE_GROUPS))
+def test_float32_builtins_and_parity(tmp_path, group):
+    check_float32_parity(tmp_path, MODE_GROUPS[group])
+
+
+@pytest.mark.slow
+def test_float32_builtins_and_parity_of_every_mode(tmp_path):
+    check_float32_parity(tmp_path, EVERY_MODE)
+
+
+def check_float32_parity(tmp_path, modes):
+    model = side_by_side(modes)
     path = keras_stn.export_tflite(model, str(tmp_path / "m.tflite"))
     assert path == str(tmp_path / "m.tflite")
     ops = keras_stn.tflite_ops(path)
@@ -80,19 +109,18 @@ def test_float32_builtins_and_parity(tmp_path, transform, interpolation):
         images = rng.uniform(size=(batch, 10, 12, 2)).astype(np.float32)
         expected = model(images).numpy()
         actual = keras_stn.run_tflite(path, images)
-        assert actual.shape == expected.shape == (batch, 7, 9, 12)
-        for index, (padding_mode, align_corners) in enumerate(
-                PADDINGS_AND_ALIGNS):
+        assert actual.shape == expected.shape == (batch, 7, 9,
+                                                  2 * len(modes))
+        for index, mode in enumerate(modes):
             got = actual[..., 2 * index:2 * index + 2]
             want = expected[..., 2 * index:2 * index + 2]
-            where = f"{padding_mode}, align_corners={align_corners}"
-            if interpolation == "nearest":
+            if mode[1] == "nearest":
                 # A θ differing in the last ulp may flip a sample lying
                 # exactly between two pixels; all others must agree.
                 mismatch = np.abs(got - want) > 1e-4
-                assert mismatch.mean() < 0.01, where
+                assert mismatch.mean() < 0.01, mode
             else:
-                assert_close(got, want, kind="tflite", err_msg=where)
+                assert_close(got, want, kind="tflite", err_msg=str(mode))
 
 
 def test_batch_stays_dynamic_and_no_batch_sized_constants(tmp_path):
@@ -124,25 +152,27 @@ def test_batch_stays_dynamic_and_no_batch_sized_constants(tmp_path):
 HOSTILE_VALUES = [np.nan, np.inf, -np.inf, 1e30, -1e30, 1.0]
 
 
-@pytest.mark.parametrize("interpolation", ["bilinear", "nearest", "bicubic"])
-@pytest.mark.parametrize("transform", ["affine", "projective"])
-def test_hostile_theta_in_litert(tmp_path, transform, interpolation):
+HOSTILE_MODES = [(transform, interpolation, padding_mode)
+                 for transform in ("affine", "projective")
+                 for interpolation in ("bilinear", "nearest", "bicubic")
+                 for padding_mode in ("zeros", "border", "reflection")]
+
+
+def test_hostile_theta_in_litert(tmp_path):
     # θ comes from the input: every parameter equals the mean of channel 1,
     # which holds NaN, ±Inf, ±1e30 or 1 (one example each); channel 0 is the
     # image whose samples must stay finite. (Channel 1 is sampled too and
     # may legitimately carry its NaN/Inf; it is not checked.) One
-    # transformer per padding mode, side by side in one file.
-    num_params = keras_stn.transforms.get(transform).num_params
-    paddings = ("zeros", "border", "reflection")
+    # transformer per mode, side by side in one file.
     inputs = keras.Input((6, 7, 2))
-    outputs = [
-        keras_stn.SpatialTransformer(
-            keras.layers.Lambda(lambda x: keras.ops.repeat(
-                keras.ops.mean(x[..., 1:2], axis=(1, 2)), num_params,
-                axis=-1)),
+    outputs = []
+    for transform, interpolation, padding_mode in HOSTILE_MODES:
+        num_params = keras_stn.transforms.get(transform).num_params
+        outputs.append(keras_stn.SpatialTransformer(
+            keras.layers.Lambda(lambda x, n=num_params: keras.ops.repeat(
+                keras.ops.mean(x[..., 1:2], axis=(1, 2)), n, axis=-1)),
             transform=transform, interpolation=interpolation,
-            padding_mode=padding_mode)(inputs)
-        for padding_mode in paddings]
+            padding_mode=padding_mode)(inputs))
     model = keras.Model(inputs, keras.layers.Concatenate()(outputs))
     path = keras_stn.export_tflite(model, str(tmp_path / "hostile.tflite"))
     rng = np.random.default_rng(0)
@@ -151,17 +181,17 @@ def test_hostile_theta_in_litert(tmp_path, transform, interpolation):
     images[..., 1] = np.array(HOSTILE_VALUES, np.float32)[:, None, None]
     everything = keras_stn.run_tflite(path, images)
     expected = model(images).numpy()
-    # Cubic weights sum to 1 with |weights| summing to < 1.6.
-    bound = 1.6 if interpolation == "bicubic" else 1.0 + 1e-6
-    for index, padding_mode in enumerate(paddings):
+    for index, mode in enumerate(HOSTILE_MODES):
         out = everything[..., 2 * index]
-        assert np.isfinite(out).all(), padding_mode
-        assert np.abs(out).max() <= bound, padding_mode
-        if interpolation != "bicubic":
-            assert out.min() >= 0, padding_mode
+        assert np.isfinite(out).all(), mode
+        # Cubic weights sum to 1 with |weights| summing to < 1.6.
+        bound = 1.6 if mode[1] == "bicubic" else 1.0 + 1e-6
+        assert np.abs(out).max() <= bound, mode
+        if mode[1] != "bicubic":
+            assert out.min() >= 0, mode
         # The well-behaved example (θ = 1 everywhere) agrees with Keras.
-        np.testing.assert_allclose(out[-1], expected[-1, ..., 2 * index],
-                                   atol=1e-4, err_msg=padding_mode)
+        assert_close(out[-1], expected[-1, ..., 2 * index], kind="tflite",
+                     err_msg=str(mode))
 
 
 def test_float16_within_1e_2(tmp_path):
@@ -337,6 +367,7 @@ class TestBadInput:
             keras_stn.run_tflite(str(truncated),
                                  np.zeros((1, 10, 12, 2), np.float32))
 
+@pytest.mark.slow  # the same command: tests/test_cli.py (quiet success)
 def test_cli_export(tmp_path):
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, np.random.default_rng(0).uniform(

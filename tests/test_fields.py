@@ -553,3 +553,37 @@ class TestDisplacementTransform:
         np.testing.assert_allclose(
             keras.saving.load_model(path).predict(images, verbose=0),
             model.predict(images, verbose=0), **F32)
+
+
+@pytest.mark.parametrize("spatial", [(12, 15), (7, 9, 11)])
+def test_matches_voxelmorphs_own_functions(spatial):
+    """`indexing="ij"` fields in voxels, zeros padding: VoxelMorph 0.3's
+    `spatial_transform` (`F.grid_sample(align_corners=True)` at p + u) and
+    `integrate_vec` (7 squarings) give the same fields and warps. Runs where
+    voxelmorph is installed (`pip install voxelmorph`; not a dependency)."""
+    torch = pytest.importorskip("torch")
+    vxm = pytest.importorskip("voxelmorph.functional")
+    rng = np.random.default_rng(0)
+    rank = len(spatial)
+    images = rng.uniform(size=(2, *spatial, 3)).astype("float32")
+    displacement = (2.5 * rng.normal(size=(2, *spatial, rank))).astype(
+        "float32")
+    velocity = (1.5 * rng.normal(size=(2, *spatial, rank))).astype("float32")
+
+    def channels_first(array):
+        return torch.tensor(np.moveaxis(array, -1, 1))
+
+    def channels_last(tensor):
+        return np.moveaxis(tensor.numpy(), 1, -1)
+
+    theirs = channels_last(vxm.spatial_transform(
+        channels_first(images), channels_first(displacement),
+        non_spatial_dims=(0, 1)))
+    # float32: the same bilinear sums, rounded by another unnormalisation.
+    assert_close(np_(fields.warp(images, displacement, indexing="ij")),
+                 theirs)
+    theirs = channels_last(vxm.integrate_vec(channels_first(velocity), 7,
+                                             non_spatial_dims=(0,)))
+    # Seven compositions, each of float32 bilinear samples of the field.
+    assert_close(np_(fields.integrate(velocity, 7, indexing="ij")), theirs,
+                 kind="gradient")

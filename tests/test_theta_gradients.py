@@ -49,19 +49,44 @@ def _relative(actual, expected):
     return np.abs(actual - expected).max() / max(1.0, np.abs(expected).max())
 
 
+IDENTITY_MODES = list(itertools.product(("bilinear", "bicubic"), PADDINGS,
+                                        (False, True)))
+
+
+def _sizes(execution, padding_mode, every_size):
+    """Eagerly, all four golden sizes (both paths); compiled, the sizes
+    where the roundings differ: a fused unnormalisation at 11 × 18 px,
+    reflection's half-pixel shift at 13 × 17 px (`every_size`: both)."""
+    if execution == "eager":
+        return ((5, 6), (11, 18), (13, 17), (28, 28))
+    if every_size:
+        return ((11, 18), (13, 17))
+    return ((13, 17),) if padding_mode == "reflection" else ((11, 18),)
+
+
 @pytest.mark.parametrize("execution", EXECUTIONS)
 @pytest.mark.parametrize("interpolation,padding_mode,align_corners",
-                         list(itertools.product(("bilinear", "bicubic"),
-                                                PADDINGS, (False, True))))
+                         IDENTITY_MODES)
 def test_identity_theta_matches_torch(golden, execution, interpolation,
                                       padding_mode, align_corners):
+    check_identity_theta(golden, execution, interpolation, padding_mode,
+                         align_corners, every_size=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("execution", EXECUTIONS[1:])
+@pytest.mark.parametrize("interpolation,padding_mode,align_corners",
+                         IDENTITY_MODES)
+def test_identity_theta_matches_torch_at_every_size(
+        golden, execution, interpolation, padding_mode, align_corners):
+    check_identity_theta(golden, execution, interpolation, padding_mode,
+                         align_corners, every_size=True)
+
+
+def check_identity_theta(golden, execution, interpolation, padding_mode,
+                         align_corners, every_size):
     identity = np.tile(np.eye(2, 3, dtype=np.float32), (2, 1, 1))
-    # Compiled executions on the two sizes where the roundings differ (a
-    # fused unnormalisation at 11 and 18 px, reflection's half-pixel shift
-    # at 13 and 17 px); eagerly on all four, on both paths.
-    sizes = ((5, 6), (11, 18), (13, 17), (28, 28)) if execution == "eager" \
-        else ((11, 18), (13, 17))
-    for height, width in sizes:
+    for height, width in _sizes(execution, padding_mode, every_size):
         prefix = f"identity_theta/{height}/{width}"
         expected = golden[f"{prefix}/{interpolation}/{padding_mode}/"
                           f"{align_corners}"]
