@@ -27,13 +27,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from grid_sample_speed import median_seconds  # noqa: E402
 from grid_sample_speed import step_peak_mb  # noqa: E402
 
 PATHS = ("torch", "tf_runtime", "tf_xla", "jax", "torch_backend")
@@ -68,14 +67,7 @@ def inputs(size, seed=0):
 
 
 def _median_ms(call, warmup, repeats):
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * median_seconds(call, warmup, repeats)
 
 
 def _tensorflow_calls(volume, field, jit_compile):

@@ -234,8 +234,10 @@ def test_volume_warp_worker_measures_the_tensorflow_paths():
     volume_warp = _script("volume_warp")
     volume, field = volume_warp.inputs((6, 7, 8))
     assert volume.shape == (1, 6, 7, 8, 1) and field.shape == (1, 6, 7, 8, 3)
-    assert 0.5 < np.abs(field).max() < 20.0  # a few voxels, smooth
-    assert np.abs(np.diff(field, axis=1)).max() < 5.0
+    _, field = volume_warp.inputs((24, 24, 24))
+    assert 0.5 < np.abs(field).max() < 20.0  # a few voxels
+    for axis in (1, 2, 3):  # smooth: a few voxels over the whole volume
+        assert np.abs(np.diff(field, axis=axis)).max() < 2.5
     row = volume_warp.worker("tf_runtime", (6, 7, 8), 1, 1, "cpu")
     assert row["fwd"] > 0 and row["fwd+bwd"] > 0 and row["peak_mb"] >= 0
 

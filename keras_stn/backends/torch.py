@@ -10,11 +10,14 @@ other transforms' grids are the shared kernels (`keras_stn.kernels`) in
 `keras.ops`.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from keras_stn.backends import keras_ops as ops
 from keras_stn.core import coordinates as _coordinates
+from keras_stn.core.meshgrid import warn_if_degenerate
 from keras_stn.kernels import grids
 
 NAME = "torch"
@@ -30,8 +33,13 @@ def affine_grid(theta, size, align_corners, name=None):
     rank = len(size)
     theta = grids.flatten(ops, ops.convert(theta), rank * (rank + 1))
     theta = theta.reshape(-1, rank, rank + 1)
-    return F.affine_grid(theta, (theta.shape[0], 1, *size),
-                         align_corners=align_corners)
+    warn_if_degenerate(size, align_corners, stacklevel=4)
+    with warnings.catch_warnings():
+        # Said above in keras_stn's words (as the other backends say it).
+        warnings.filterwarnings("ignore", message=".*unit-size grids",
+                                category=UserWarning)
+        return F.affine_grid(theta, (theta.shape[0], 1, *size),
+                             align_corners=align_corners)
 
 
 def affine_coordinates(theta, size, align_corners, name=None):

@@ -68,9 +68,16 @@ def homogeneous_meshgrid(size, align_corners, dtype=np.float32):
     one-pixel axis.
     """
     size = tuple(size)
-    if align_corners and 1 in size:
-        warnings.warn(_UNIT_SIZE_WARNING.format(size=size), stacklevel=3)
+    warn_if_degenerate(size, align_corners, stacklevel=4)
     return _cached_meshgrid(size, align_corners, np.dtype(dtype).type)
+
+
+def warn_if_degenerate(size, align_corners, stacklevel=3):
+    """The warning of a one-pixel axis with `align_corners=True` (for
+    backends whose own grid functions stand in for the meshgrid)."""
+    if align_corners and 1 in tuple(size):
+        warnings.warn(_UNIT_SIZE_WARNING.format(size=tuple(size)),
+                      stacklevel=stacklevel)
 
 
 @functools.lru_cache(maxsize=64)
