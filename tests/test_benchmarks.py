@@ -44,6 +44,7 @@ def _run_in_process(name, argv, capsys, monkeypatch, **environment):
     return _Result(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # its conversions and LiteRT runs: tests/test_export.py
 def test_tflite_latency_smoke(capsys, monkeypatch):
     result = _run_in_process(
         "tflite_latency", ["--repeats", "2", "--warmup", "1", "--batches", "1",
@@ -114,6 +115,7 @@ def test_grid_sample_speed_smoke(tmp_path, capsys, monkeypatch):
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
 
 
+@pytest.mark.slow  # the fit: test_linear_fit_recovers_a_line
 def test_grid_sample_speed_scaling_smoke(tmp_path, capsys, monkeypatch):
     result = _run_in_process(
         "grid_sample_speed",
@@ -216,6 +218,7 @@ def test_formulations_ab_rejects_unknown_experiment(capsys):
 
 
 @pytest.mark.skipif(mnist_dir() is None, reason="needs the MNIST IDX folder")
+@pytest.mark.slow  # the pipeline it times: test_main_job_smoke_end_to_end
 def test_main_job_throughput_smoke(capsys, monkeypatch):
     result = _run_in_process(
         "main_job_throughput", ["--distortions", "R", "--steps", "3",

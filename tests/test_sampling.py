@@ -55,17 +55,20 @@ class TestSmokeAndShapes:
     def test_same_result_eager_function_and_xla(self, rng):
         images = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
         grid = rng.uniform(-1.2, 1.2, (2, 4, 7, 2)).astype(np.float32)
-        for interpolation, padding_mode, align_corners in ALL_MODES:
-            args = (interpolation, padding_mode, align_corners)
-            eager = keras_stn.grid_sample(images, grid, *args).numpy()
-            graph = tf.function(keras_stn.grid_sample)(images, grid, *args)
-            xla = tf.function(keras_stn.grid_sample, jit_compile=True)(
-                images, grid, *args
-            )
-            assert_close(graph.numpy(), eager, kind="exact")
+
+        def every_mode(images, grid):
+            return [keras_stn.grid_sample(images, grid, *mode)
+                    for mode in ALL_MODES]
+
+        # One graph and one XLA cluster for all modes (one compilation).
+        graphs = tf.function(every_mode)(images, grid)
+        compiled = tf.function(every_mode, jit_compile=True)(images, grid)
+        for mode, graph, xla in zip(ALL_MODES, graphs, compiled):
+            eager = keras_stn.grid_sample(images, grid, *mode).numpy()
+            assert_close(graph.numpy(), eager, kind="exact", err_msg=str(mode))
             # XLA fuses and reorders float operations (FMA): a few ulps of
             # values up to ~3 after bicubic's 16-term sums.
-            assert_close(xla.numpy(), eager)
+            assert_close(xla.numpy(), eager, err_msg=str(mode))
 
 
 class TestExceptions:
