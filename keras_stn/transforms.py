@@ -137,8 +137,7 @@ class Transform:
 
     def coordinates_in(self, ops, params, size, align_corners):
         """`grid_in` split per axis: `[x, y[, z]]`, each `[batch, *size]`."""
-        grid = self.grid_in(ops, params, size, align_corners)
-        return [grid[..., axis] for axis in range(len(size))]
+        return grids.split(self.grid_in(ops, params, size, align_corners))
 
     def _key(self):
         return (type(self), getattr(self, "control_points", None))
@@ -153,7 +152,23 @@ class Transform:
         return f"<Transform {self.name!r}: {self.num_params} parameters>"
 
 
-class _LinearAffine(Transform):
+class _AffineGrid(Transform):
+    """A transform whose grid is an affine θ's: `_matrices(ops, params)`
+    gives the `[batch, k, k + 1]` matrices."""
+
+    def _matrices(self, ops, params):
+        raise NotImplementedError
+
+    def grid_in(self, ops, params, size, align_corners):
+        return grids.affine_grid(ops, self._matrices(ops, params), size,
+                                 align_corners)
+
+    def coordinates_in(self, ops, params, size, align_corners):
+        return grids.affine_planes(ops, self._matrices(ops, params), size,
+                                   align_corners)
+
+
+class _LinearAffine(_AffineGrid):
     """An affine transform whose 6 entries are linear in the parameters."""
 
     expansion = None  # [num_params, 6]
@@ -173,16 +188,11 @@ class _LinearAffine(Transform):
         return (ops.matmul(params, ops.constant(self.expansion, dtype))
                 + ops.constant(self.offset, dtype))
 
-    def grid_in(self, ops, params, size, align_corners):
-        theta = ops.reshape(self._affine_in(ops, params), (-1, 2, 3))
-        return grids.affine_grid(ops, theta, size, align_corners)
-
-    def coordinates_in(self, ops, params, size, align_corners):
-        theta = ops.reshape(self._affine_in(ops, params), (-1, 2, 3))
-        return grids.affine_planes(ops, theta, size, align_corners)
+    def _matrices(self, ops, params):
+        return ops.reshape(self._affine_in(ops, params), (-1, 2, 3))
 
 
-class Affine(Transform):
+class Affine(_AffineGrid):
     """General 2-D affine θ, 6 parameters `[a, b, tx, c, d, ty]` (row-major).
 
     The localisation net may output `[batch, 6]` or `[batch, 2, 3]`.
@@ -214,14 +224,6 @@ class Affine(Transform):
 
     def _matrices(self, ops, params):
         return ops.reshape(params, (-1, *self.matrix_shape))
-
-    def grid_in(self, ops, params, size, align_corners):
-        return grids.affine_grid(ops, self._matrices(ops, params), size,
-                                 align_corners)
-
-    def coordinates_in(self, ops, params, size, align_corners):
-        return grids.affine_planes(ops, self._matrices(ops, params), size,
-                                   align_corners)
 
 
 class Affine3D(Affine):

@@ -23,22 +23,18 @@ def flatten(transform, params):
     return grids.flatten(ops, ops.convert(params), transform.num_params)
 
 
-def _affine_matrices(theta, size):
-    rank = len(size)
-    return ops.reshape(grids.flatten(ops, ops.convert(theta), rank * (rank + 1)),
-                       (-1, rank, rank + 1))
-
-
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _affine_grid(theta, size, align_corners):
-    return grids.affine_grid(ops, _affine_matrices(theta, size), size,
-                             align_corners)
+    return grids.affine_grid(
+        ops, grids.affine_matrices(ops, ops.convert(theta), len(size)), size,
+        align_corners)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def _affine_coordinates(theta, size, align_corners):
-    return grids.affine_planes(ops, _affine_matrices(theta, size), size,
-                               align_corners)
+    return grids.affine_planes(
+        ops, grids.affine_matrices(ops, ops.convert(theta), len(size)), size,
+        align_corners)
 
 
 def affine_grid(theta, size, align_corners, name=None):
@@ -60,18 +56,13 @@ def transform_grid(transform, params, size, align_corners):
 
 
 def transform_coordinates(transform, params, size, align_corners):
-    grid = transform_grid(transform, params, size, align_corners)
-    return [grid[..., axis] for axis in range(len(size))]
-
-
-def _split(grid):
-    return [grid[..., axis] for axis in range(grid.shape[-1])]
+    return grids.split(transform_grid(transform, params, size, align_corners))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _grid_sample(images, grid, interpolation, padding_mode, align_corners):
     grid = ops.cast(grid, ops.coordinate_dtype(grid))
-    return sampler.sample(ops, images, _split(grid), interpolation,
+    return sampler.sample(ops, images, grids.split(grid), interpolation,
                           padding_mode, align_corners)
 
 
@@ -92,5 +83,5 @@ def warp(images, transform, params, size, interpolation, padding_mode,
          align_corners):
     grid = transform.grid_in(ops, flatten(transform, params), tuple(size),
                              align_corners)
-    return sampler.sample(ops, images, _split(grid), interpolation,
+    return sampler.sample(ops, images, grids.split(grid), interpolation,
                           padding_mode, align_corners)

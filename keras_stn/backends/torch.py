@@ -30,9 +30,7 @@ def flatten(transform, params):
 
 
 def affine_grid(theta, size, align_corners, name=None):
-    rank = len(size)
-    theta = grids.flatten(ops, ops.convert(theta), rank * (rank + 1))
-    theta = theta.reshape(-1, rank, rank + 1)
+    theta = grids.affine_matrices(ops, ops.convert(theta), len(size))
     warn_if_degenerate(size, align_corners, stacklevel=4)
     with warnings.catch_warnings():
         # Said above in keras_stn's words (as the other backends say it).
@@ -43,8 +41,7 @@ def affine_grid(theta, size, align_corners, name=None):
 
 
 def affine_coordinates(theta, size, align_corners, name=None):
-    grid = affine_grid(theta, size, align_corners)
-    return [grid[..., axis] for axis in range(len(size))]
+    return grids.split(affine_grid(theta, size, align_corners))
 
 
 def transform_grid(transform, params, size, align_corners):
@@ -62,8 +59,7 @@ def transform_grid(transform, params, size, align_corners):
 
 
 def transform_coordinates(transform, params, size, align_corners):
-    grid = transform_grid(transform, params, size, align_corners)
-    return [grid[..., axis] for axis in range(len(size))]
+    return grids.split(transform_grid(transform, params, size, align_corners))
 
 
 def _normalized(pixel, size, align_corners):

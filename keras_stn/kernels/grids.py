@@ -62,6 +62,17 @@ def interpolated_grid(ops, matrix, positions, size):
     return ops.reshape(grid, (-1, *size, 2))
 
 
+def affine_matrices(ops, theta, rank):
+    """Checked θ as float32 (float64 kept) `[batch, rank, rank + 1]`."""
+    return ops.reshape(flatten(ops, theta, rank * (rank + 1)),
+                       (-1, rank, rank + 1))
+
+
+def split(grid):
+    """`grid [..., k]` as its k per-axis planes `[x, y[, z]]`."""
+    return [grid[..., axis] for axis in range(grid.shape[-1])]
+
+
 def flatten(ops, params, count):
     """`params` as float32 (float64 kept) `[batch, count]`."""
     dtype = coordinate_dtype(ops.dtype(params))
