@@ -4,6 +4,7 @@
     python benchmarks/grid_sample_speed.py --allocator reuse  # steady state
     python benchmarks/grid_sample_speed.py --scaling  # the cost model
     python benchmarks/grid_sample_speed.py --tiny     # seconds, for tests
+    python benchmarks/grid_sample_speed.py --device cuda  # a GPU machine
 
 Implementations, each measured in its own process on the same inputs
 (affine θ near the identity, bilinear, zeros padding, align_corners=False):
@@ -48,6 +49,14 @@ without XLA; torch; TFLite) over three sweeps that grow the batch, the
 image size and the channels one at a time, and a least-squares line
 `time = fixed + slope × output pixel-channels` per sweep and implementation
 (slope in ns, R² of the fit).
+
+`--device cuda` (or `cuda:N`) runs the TensorFlow and torch workers
+unchanged on a GPU build: tensors are placed there, every timed call ends
+with the device synchronised (TF: reading the result; torch:
+`torch.cuda.synchronize()`), and peak memory is the device allocator's
+peak (`tf.config.experimental.get_memory_info`,
+`torch.cuda.max_memory_allocated`) instead of the resident set. LiteRT
+always runs on the CPU. Not run here (no GPU); `cpu` is the default.
 """
 
 import argparse
@@ -116,6 +125,45 @@ def _status_kb(field):
     raise KeyError(field)
 
 
+def is_gpu(device):
+    """True for `cuda` / `cuda:N` / `gpu`, False for `cpu`."""
+    return device.split(":")[0] in ("cuda", "gpu")
+
+
+def tf_device_name(device):
+    """`--device` in TensorFlow's spelling: `/CPU:0`, `/GPU:N`."""
+    index = device.split(":")[1] if ":" in device else "0"
+    return f"/GPU:{index}" if is_gpu(device) else "/CPU:0"
+
+
+def device_peak_mb(call, device, framework, repeats=3, warmup=2):
+    """Peak device memory of one `call()` above what was allocated before
+    it, from the framework's own allocator (GPU runs)."""
+    for _ in range(warmup):
+        call()
+    peaks = []
+    for _ in range(repeats):
+        if framework == "torch":
+            import torch
+
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            call()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+        else:
+            import tensorflow as tf
+
+            name = tf_device_name(device).lstrip("/")
+            tf.config.experimental.reset_memory_stats(name)
+            before = tf.config.experimental.get_memory_info(name)["current"]
+            call()
+            peak = tf.config.experimental.get_memory_info(name)["peak"]
+        peaks.append((peak - before) / 2**20)
+    return statistics.median(peaks)
+
+
 def step_peak_mb(call, repeats=3, warmup=2):
     """Peak resident memory of one `call()` above the memory before it.
 
@@ -140,11 +188,14 @@ def step_peak_mb(call, repeats=3, warmup=2):
     return statistics.median(peaks)
 
 
-def measure(workload, calls, memory, modes, warmup, repeats):
+def measure(workload, calls, memory, modes, warmup, repeats, device="cpu",
+            framework="tensorflow"):
     """One workload's row: the step's peak memory (`memory`), else the
     median time of each of `modes`; `calls` maps a mode to a call."""
     row = {"workload": workload}
-    if memory:
+    if memory and is_gpu(device):
+        row["peak_mb"] = device_peak_mb(calls["fwd+bwd"], device, framework)
+    elif memory:
         row["peak_mb"] = step_peak_mb(calls["fwd+bwd"])
     else:
         for mode in modes:
@@ -189,9 +240,16 @@ def naive_gather_nd_sampler(images, theta, out_height, out_width):
     return tf.reshape(out, [batch, out_height, out_width, images.shape[3]])
 
 
-def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES):
+def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES,
+              device="cpu"):
     import tensorflow as tf
 
+    with tf.device(tf_device_name(device)):
+        return _tf_rows(tf, name, workloads, warmup, repeats, memory, modes,
+                        device)
+
+
+def _tf_rows(tf, name, workloads, warmup, repeats, memory, modes, device):
     import keras_stn
 
     xla = name.endswith("_xla")
@@ -238,7 +296,7 @@ def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES):
         calls = {"fwd": run(fwd), "fwd+bwd": run(fwd_bwd),
                  "fwd+dθ": run(fwd_dtheta)}
         results.append(measure(workload, calls, memory, modes, warmup,
-                               repeats))
+                               repeats, device, "tensorflow"))
     return results
 
 
@@ -274,17 +332,31 @@ def tflite_worker(workloads, warmup, repeats):
 # -- PyTorch ------------------------------------------------------------------
 
 
-def torch_worker(workloads, warmup, repeats, memory, modes=MODES):
+def torch_worker(workloads, warmup, repeats, memory, modes=MODES,
+                 device="cpu"):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(2)
+    if not is_gpu(device):
+        torch.set_num_threads(2)
+    device = device.replace("gpu", "cuda")
+
+    def synchronised(call):
+        if not is_gpu(device):
+            return call
+
+        def call_and_wait():
+            call()
+            torch.cuda.synchronize(device)
+        return call_and_wait
+
     results = []
     for workload in workloads:
         images_np, theta_np = inputs_for(workload)
         batch, _, _, channels, out_h, out_w = workload
         images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
-        theta = torch.from_numpy(theta_np).reshape(batch, 2, 3)
+        images = images.to(device)
+        theta = torch.from_numpy(theta_np).reshape(batch, 2, 3).to(device)
         size = (batch, channels, out_h, out_w)
 
         def forward(images, theta):
@@ -306,17 +378,19 @@ def torch_worker(workloads, warmup, repeats, memory, modes=MODES):
             (forward(images, t) ** 2).sum().backward()
 
         calls = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+dθ": fwd_dtheta}
+        calls = {mode: synchronised(call) for mode, call in calls.items()}
         results.append(measure(workload, calls, memory, modes, warmup,
-                               repeats))
+                               repeats, device, "torch"))
     return results
 
 
-def worker(name, workloads, warmup, repeats, memory=False, modes=MODES):
+def worker(name, workloads, warmup, repeats, memory=False, modes=MODES,
+           device="cpu"):
     if name == "torch":
-        return torch_worker(workloads, warmup, repeats, memory, modes)
+        return torch_worker(workloads, warmup, repeats, memory, modes, device)
     if name == "tflite":
         return tflite_worker(workloads, warmup, repeats)
-    return tf_worker(name, workloads, warmup, repeats, memory, modes)
+    return tf_worker(name, workloads, warmup, repeats, memory, modes, device)
 
 
 # -- Driver -------------------------------------------------------------------
@@ -370,9 +444,10 @@ def run_worker(name, args, memory=False):
         # allocators or compilers between them: not for timings).
         return json.loads(json.dumps(worker(
             name, selected_workloads(args), args.warmup, args.repeats, memory,
-            ("fwd",) if args.scaling else MODES)))
+            ("fwd",) if args.scaling else MODES, args.device)))
     command = [sys.executable, __file__, "--worker", name, "--warmup",
-               str(args.warmup), "--repeats", str(args.repeats)]
+               str(args.warmup), "--repeats", str(args.repeats),
+               "--device", args.device]
     if args.tiny:
         command.append("--tiny")
     if args.scaling:
@@ -412,6 +487,9 @@ def main(argv=None):
                         default="default",
                         help="glibc malloc settings of the timing workers")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N (TF and torch workers; "
+                        "LiteRT stays on the CPU)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every implementation in this process "
                         "(smoke tests; timings are not isolated)")
@@ -422,12 +500,16 @@ def main(argv=None):
                          f"{getattr(args, name)}")
     if args.warmup < 0:
         parser.error(f"--warmup must be at least 0, got {args.warmup}")
+    if args.device.split(":")[0] not in ("cpu", "cuda", "gpu"):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got "
+                     f"{args.device!r}")
     workloads = selected_workloads(args)
     modes = ("fwd",) if args.scaling else MODES
 
     if args.worker:
         print(json.dumps(worker(args.worker, workloads, args.warmup,
-                                args.repeats, args.memory, modes)))
+                                args.repeats, args.memory, modes,
+                                args.device)))
         return None
 
     names = list(args.implementations or (
@@ -450,7 +532,8 @@ def main(argv=None):
             for row, peak in zip(results[name], peaks):
                 row["peak_mb"] = peak["peak_mb"]
 
-    print(f"{os.cpu_count()} CPUs; median of {args.repeats} calls after "
+    print(f"{os.cpu_count()} CPUs, device {args.device}; median of "
+          f"{args.repeats} calls after "
           f"{args.warmup} warm-up, median over {args.rounds} round(s); "
           f"allocator: {args.allocator}; times in ms; "
           "(ratio to torch)")

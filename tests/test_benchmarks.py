@@ -80,7 +80,8 @@ def test_grid_sample_speed_smoke_without_compilers(tmp_path, capsys,
         "grid_sample_speed",
         ["--tiny", "--repeats", "2", "--warmup", "1", "--allocator", "reuse",
          "--implementations", "keras_stn", "naive_tf", "--in-process",
-         "--json", str(tmp_path / "speed.json")], capsys, monkeypatch)
+         "--device", "cpu", "--json", str(tmp_path / "speed.json")],
+        capsys, monkeypatch)
     raw = json.loads((tmp_path / "speed.json").read_text())
     for name in ("keras_stn", "naive_tf"):
         rows = raw["results"][name]
@@ -88,6 +89,7 @@ def test_grid_sample_speed_smoke_without_compilers(tmp_path, capsys,
         assert all(row["fwd"] > 0 and row["fwd+bwd"] > 0 for row in rows)
         assert all(row["peak_mb"] >= 0 for row in rows)
     assert "| B=4, 12×12×1 → 12×12 | keras_stn |" in result.stdout
+    assert "device cpu" in result.stdout
 
 
 @pytest.mark.slow
@@ -136,12 +138,21 @@ def test_grid_sample_speed_scaling_smoke(tmp_path, capsys, monkeypatch):
     (["--rounds", "0"], "--rounds must be at least 1, got 0"),
     (["--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["--warmup", "-1"], "--warmup must be at least 0, got -1"),
+    (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
 ])
 def test_grid_sample_speed_rejects_bad_arguments(arguments, message, capsys):
     with pytest.raises(SystemExit) as raised:
         _speed_benchmark().main(arguments)
     assert raised.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_device_names_for_each_framework():
+    module = _speed_benchmark()
+    assert [module.is_gpu(d) for d in ("cpu", "cuda", "cuda:1", "gpu")] == [
+        False, True, True, True]
+    assert [module.tf_device_name(d) for d in ("cpu", "cuda", "cuda:1")] == [
+        "/CPU:0", "/GPU:0", "/GPU:1"]
 
 
 def test_linear_fit_recovers_a_line():
