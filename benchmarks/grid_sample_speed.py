@@ -62,6 +62,7 @@ always runs on the CPU. Not run here (no GPU); `cpu` is the default.
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -125,14 +126,17 @@ def _status_kb(field):
     raise KeyError(field)
 
 
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
 def is_gpu(device):
-    """True for `cuda` / `cuda:N` / `gpu`, False for `cpu`."""
-    return device.split(":")[0] in ("cuda", "gpu")
+    """True for `cuda` / `cuda:N`, False for `cpu`."""
+    return device.startswith("cuda")
 
 
 def tf_device_name(device):
     """`--device` in TensorFlow's spelling: `/CPU:0`, `/GPU:N`."""
-    index = device.split(":")[1] if ":" in device else "0"
+    index = device.partition(":")[2] or "0"
     return f"/GPU:{index}" if is_gpu(device) else "/CPU:0"
 
 
@@ -245,11 +249,13 @@ def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES,
     import tensorflow as tf
 
     with tf.device(tf_device_name(device)):
-        return _tf_rows(tf, name, workloads, warmup, repeats, memory, modes,
+        return _tf_rows(name, workloads, warmup, repeats, memory, modes,
                         device)
 
 
-def _tf_rows(tf, name, workloads, warmup, repeats, memory, modes, device):
+def _tf_rows(name, workloads, warmup, repeats, memory, modes, device):
+    import tensorflow as tf
+
     import keras_stn
 
     xla = name.endswith("_xla")
@@ -339,7 +345,6 @@ def torch_worker(workloads, warmup, repeats, memory, modes=MODES,
 
     if not is_gpu(device):
         torch.set_num_threads(2)
-    device = device.replace("gpu", "cuda")
 
     def synchronised(call):
         if not is_gpu(device):
@@ -500,7 +505,7 @@ def main(argv=None):
                          f"{getattr(args, name)}")
     if args.warmup < 0:
         parser.error(f"--warmup must be at least 0, got {args.warmup}")
-    if args.device.split(":")[0] not in ("cpu", "cuda", "gpu"):
+    if not DEVICE_PATTERN.fullmatch(args.device):
         parser.error(f"--device must be cpu, cuda or cuda:N, got "
                      f"{args.device!r}")
     workloads = selected_workloads(args)

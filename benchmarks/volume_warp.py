@@ -32,6 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from grid_sample_speed import is_gpu  # noqa: E402
 from grid_sample_speed import median_seconds  # noqa: E402
 from grid_sample_speed import step_peak_mb  # noqa: E402
 
@@ -138,7 +139,7 @@ def _torch_calls(volume, field, device, through_keras_stn):
         volume = channels_first
 
     def sync():
-        if device.startswith("cuda"):
+        if is_gpu(device):
             torch.cuda.synchronize()
 
     def forward():
