@@ -129,6 +129,15 @@ def _status_kb(field):
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 
 
+def ratio_text(value, reference):
+    """` (1.23×)` for a value over its reference, or ` (n/a)` when the
+    reference is missing or not positive (a tiny workload's allocator peak
+    can read 0 MB), so that a report never divides by zero."""
+    if reference is None or not reference > 0:
+        return " (n/a)"
+    return f" ({value / reference:.2f}×)"
+
+
 def is_gpu(device):
     """True for `cuda` / `cuda:N`, False for `cpu`."""
     return device.startswith("cuda")
@@ -559,12 +568,11 @@ def main(argv=None):
                     continue
                 text = f"{1000 * row[mode]:.2f}"
                 if reference and name != "torch":
-                    text += f" ({row[mode] / reference[mode]:.2f}×)"
+                    text += ratio_text(row[mode], reference.get(mode))
                 cells.append(text)
             peak = f"{row['peak_mb']:.1f}" if "peak_mb" in row else ""
-            if peak and reference and name != "torch" \
-                    and reference.get("peak_mb", 0) > 0:
-                peak += f" ({row['peak_mb'] / reference['peak_mb']:.2f}×)"
+            if peak and reference and name != "torch":
+                peak += ratio_text(row["peak_mb"], reference.get("peak_mb"))
             cost = 1e9 * row["fwd"] / (batch * out_h * out_w * channels)
             print(f"| {label} | {name} | {' | '.join(cells)} | {peak} | "
                   f"{cost:.2f} |")

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from grid_sample_speed import is_gpu  # noqa: E402
 from grid_sample_speed import median_seconds  # noqa: E402
+from grid_sample_speed import ratio_text  # noqa: E402
 from grid_sample_speed import step_peak_mb  # noqa: E402
 
 PATHS = ("torch", "tf_runtime", "tf_xla", "jax", "torch_backend")
@@ -186,7 +187,7 @@ def run_worker(path, args):
 
 
 def report(results, args):
-    reference = results["torch"]
+    reference = results.get("torch", {})
     size = "×".join(map(str, args.size))
     print(f"1×{size}×1 volume, trilinear, zeros; {os.cpu_count()} CPUs "
           f"({platform.processor() or platform.machine()}), device "
@@ -196,7 +197,9 @@ def report(results, args):
     print("| path | fwd ms | fwd+bwd ms | peak MB (fwd+bwd) |")
     print("|---|---|---|---|")
     for path, row in results.items():
-        cells = [f"{row[key]:.1f} ({row[key] / reference[key]:.2f}×)"
+        cells = [f"{row[key]:.1f}" + ("" if path == "torch" else
+                                       ratio_text(row[key],
+                                                  reference.get(key)))
                  for key in ("fwd", "fwd+bwd", "peak_mb")]
         print(f"| {path} | " + " | ".join(cells) + " |")
 

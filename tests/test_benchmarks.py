@@ -258,6 +258,26 @@ def test_volume_warp_worker_measures_the_tensorflow_paths():
     assert row["fwd"] > 0 and row["fwd+bwd"] > 0 and row["peak_mb"] >= 0
 
 
+def test_reports_survive_a_zero_or_missing_reference(capsys):
+    # A tiny volume's torch allocator peak can read 0 MB: the ratio is
+    # then "n/a", never a ZeroDivisionError.
+    speed = _speed_benchmark()
+    assert speed.ratio_text(3.0, 1.5) == " (2.00×)"
+    assert speed.ratio_text(3.0, 0.0) == " (n/a)"
+    assert speed.ratio_text(3.0, None) == " (n/a)"
+    volume_warp = _script("volume_warp")
+
+    class _Args:
+        size, repeats, warmup, device = (6, 7, 8), 1, 1, "cpu"
+
+    volume_warp.report(
+        {"torch": {"fwd": 1.0, "fwd+bwd": 2.0, "peak_mb": 0.0},
+         "tf_xla": {"fwd": 0.5, "fwd+bwd": 3.0, "peak_mb": 1.0}}, _Args())
+    lines = capsys.readouterr().out.splitlines()
+    assert "| torch | 1.0 | 2.0 | 0.0 |" in lines
+    assert "| tf_xla | 0.5 (0.50×) | 3.0 (1.50×) | 1.0 (n/a) |" in lines
+
+
 @pytest.mark.slow
 def test_volume_warp_smoke_on_every_path(tmp_path, capsys):
     pytest.importorskip("torch")
