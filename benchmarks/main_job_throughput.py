@@ -26,7 +26,6 @@ import platform
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_stn.paper import datasets

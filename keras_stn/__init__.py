@@ -38,6 +38,10 @@ _ATTRIBUTES = {
     "export_tflite": "keras_stn.export",
     "run_tflite": "keras_stn.export",
     "tflite_ops": "keras_stn.export",
+    # Settings.
+    "set_jit_compile": "keras_stn.core.config",
+    "jit_compile_enabled": "keras_stn.core.config",
+    "use_jit_compile": "keras_stn.core.config",
 }
 _SUBMODULES = ("backends", "callbacks", "core", "export", "field_layers",
                "fields", "grid",
@@ -59,6 +63,9 @@ __all__ = [
     "export_tflite",
     "run_tflite",
     "tflite_ops",
+    "set_jit_compile",
+    "jit_compile_enabled",
+    "use_jit_compile",
 ]
 
 

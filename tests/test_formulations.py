@@ -28,9 +28,11 @@ def _inputs(channels, seed=0, batch=3, size=(7, 9), out=(5, 6)):
     return tf.constant(images), tf.constant(theta), out
 
 
-def _values_and_gradients(images, theta, out, jit_compile, planar,
-                          padding_mode):
-    @tf.function(jit_compile=jit_compile)
+def _values_and_gradients(images, theta, out, path, planar, padding_mode):
+    """In a `tf.function` on `path`: `"runtime"` (the clusters turned off),
+    `"default"` (TF's runtime with the warp as XLA clusters) or `"xla"`
+    (the whole function compiled)."""
+    @tf.function(jit_compile=path == "xla")
     def run(images, theta):
         with tf.GradientTape() as tape:
             tape.watch([images, theta])
@@ -46,7 +48,8 @@ def _values_and_gradients(images, theta, out, jit_compile, planar,
             loss = tf.reduce_sum(warped * tf.sin(warped + 0.3))
         return (warped, *tape.gradient(loss, [images, theta]))
 
-    return [value.numpy() for value in run(images, theta)]
+    with keras_stn.use_jit_compile(path != "runtime"):
+        return [value.numpy() for value in run(images, theta)]
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
@@ -56,11 +59,11 @@ def test_runtime_xla_and_planar_paths_agree(channels, padding_mode):
     # segment-sum gradient like the runtime.
     images, theta, out = _inputs(channels)
     results = {
-        (jit, planar): _values_and_gradients(images, theta, out, jit, planar,
-                                             padding_mode)
-        for jit in (False, True) for planar in (False, True)
+        (path, planar): _values_and_gradients(images, theta, out, path,
+                                              planar, padding_mode)
+        for path in ("runtime", "default", "xla") for planar in (False, True)
     }
-    baseline = results[(False, False)]
+    baseline = results[("runtime", False)]
     expected = reference.grid_sample(
         images.numpy().astype(np.float64),
         reference.affine_grid(theta.numpy().astype(np.float64), *out, False),
@@ -72,7 +75,7 @@ def test_runtime_xla_and_planar_paths_agree(channels, padding_mode):
             scale = max(1.0, float(np.abs(want).max()))
             np.testing.assert_allclose(
                 got, want, rtol=0, atol=2e-5 * scale,
-                err_msg=f"{name} of (jit_compile, planar) = {key}")
+                err_msg=f"{name} of (path, planar) = {key}")
 
 
 def test_image_gradient_is_the_adjoint_of_sampling():

@@ -43,9 +43,10 @@ MODES = [(rank, *mode) for rank, interpolations in (
     for mode in itertools.product(interpolations, PADDINGS, (False, True))]
 POINTS = 12
 
-# JAX compiles each new shape and mode: fewer examples there (TensorFlow
-# runs the same kernels on its generic path with all twelve).
-SETTINGS = settings(max_examples=3 if BACKEND == "jax" else 12,
+# JAX and TensorFlow's default path (XLA clusters) compile each new shape
+# and mode: fewer examples there; TF's runtime path and PyTorch take all
+# twelve (`test_at_kinks_in_tf_runtime`).
+SETTINGS = settings(max_examples={"jax": 3, "tensorflow": 4}.get(BACKEND, 12),
                     deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -109,6 +110,10 @@ def check_against_reference(sizes, points, interpolation, padding_mode,
     if execution == "xla":
         out, (_, gradient) = tensorflow_vjp(sample, [images, grid], upstream,
                                             jit_compile=True)
+    elif execution == "runtime":
+        with keras_stn.use_jit_compile(False):
+            out, (_, gradient) = tensorflow_vjp(sample, [images, grid],
+                                                upstream)
     else:
         out, (_, gradient) = backend_vjp(sample, [images, grid], upstream)
     # Exact arithmetic on both sides, up to float32 summation order.
@@ -125,6 +130,21 @@ def test_at_kinks(rank, interpolation, padding_mode, align_corners):
     def run(case):
         check_against_reference(*case, interpolation, padding_mode,
                                 align_corners)
+
+    run()
+
+
+@tensorflow_only
+@pytest.mark.parametrize("rank,interpolation,padding_mode,align_corners",
+                         MODES)
+def test_at_kinks_in_tf_runtime(rank, interpolation, padding_mode,
+                                align_corners):
+    # TF's runtime formulation (the clusters turned off), all twelve.
+    @settings(SETTINGS, max_examples=12)
+    @given(cases(rank, align_corners))
+    def run(case):
+        check_against_reference(*case, interpolation, padding_mode,
+                                align_corners, execution="runtime")
 
     run()
 

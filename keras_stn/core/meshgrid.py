@@ -5,10 +5,14 @@ rows by θ (or a transform's matrices), so it is computed once, here, as a
 read-only NumPy array cached per size.
 """
 
+import contextlib
 import functools
 import os
+import threading
 import warnings
 from fractions import Fraction
+
+from keras_stn.core.overrides import overridden
 
 import numpy as np
 
@@ -68,7 +72,8 @@ def homogeneous_meshgrid(size, align_corners, dtype=np.float32):
     one-pixel axis.
     """
     size = tuple(size)
-    warn_if_degenerate(size, align_corners, stacklevel=4)
+    if not getattr(_caller_warns, "active", False):
+        warn_if_degenerate(size, align_corners, stacklevel=4)
     return _cached_meshgrid(size, align_corners, np.dtype(dtype).type)
 
 
@@ -78,6 +83,18 @@ def warn_if_degenerate(size, align_corners, stacklevel=3):
     if align_corners and 1 in tuple(size):
         warnings.warn(_UNIT_SIZE_WARNING.format(size=tuple(size)),
                       stacklevel=stacklevel)
+
+
+_caller_warns = threading.local()
+
+
+@contextlib.contextmanager
+def warned_by_caller():
+    """`homogeneous_meshgrid` stays silent in this thread for the block:
+    the caller has called `warn_if_degenerate` itself (a grid traced once
+    into a cached XLA cluster must still warn at every call)."""
+    with overridden(_caller_warns, "active", True):
+        yield
 
 
 @functools.lru_cache(maxsize=64)

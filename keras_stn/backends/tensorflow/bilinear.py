@@ -156,16 +156,16 @@ def _materialised(values):
     """`values`, bit for bit, stored once under XLA.
 
     XLA on CPU does not fuse a reduction into the ops that read its result.
-    The maximum of `values` and the lowest value of their dtype is `values`
-    itself; floats are reduced as their bits (an integer of the same width)
+    The maximum of `values` and a copy of them is `values` itself; floats are reduced as their bits (an integer of the same width)
     so that NaN, infinities and signed zeros pass unchanged, and so that XLA
     fuses the reduction with its input instead of storing the stacked input
     for a library call.
     """
     integer = _SAME_WIDTH_INTEGER.get(values.dtype)
     bits = values if integer is None else tf.bitcast(values, integer)
-    lowest = tf.fill(tf.shape(bits), bits.dtype.min)
-    bits = tf.reduce_max(tf.stack([bits, lowest]), axis=0)
+    # Not a maximum with a filled constant: a converter tracing this graph
+    # with a static batch would fold that constant into the file.
+    bits = tf.reduce_max(tf.stack([bits, bits]), axis=0)
     return bits if integer is None else tf.bitcast(bits, values.dtype)
 
 

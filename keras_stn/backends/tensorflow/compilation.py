@@ -26,6 +26,8 @@ found (`tests/test_formulations.py` fails if either stops working).
 import contextlib
 import threading
 
+from keras_stn.core.overrides import overridden
+
 TARGETS = ("runtime", "xla", "tflite")
 
 try:  # Not public API: without it every graph takes the runtime formulation.
@@ -74,6 +76,13 @@ def current_target():
     return "xla" if xla_context() else "runtime"
 
 
+def runtime_graph():
+    """True where what is traced or run goes to TF's runtime by default:
+    no `use_target` override (a pinned formulation is traced as asked)
+    and not inside a graph XLA compiles."""
+    return getattr(_state, "target", None) is None and not xla_context()
+
+
 @contextlib.contextmanager
 def use_target(target):
     """Traces inside take `target`'s formulations (`export_tflite` uses
@@ -86,9 +95,5 @@ def use_target(target):
         raise ValueError(
             f"Invalid value for argument `target`. Expected one of {TARGETS}. "
             f"Received: target={target!r}")
-    previous = getattr(_state, "target", None)
-    _state.target = target
-    try:
+    with overridden(_state, "target", target):
         yield
-    finally:
-        _state.target = previous

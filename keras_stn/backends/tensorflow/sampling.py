@@ -11,6 +11,7 @@ yields finite output and no out-of-bounds read. Arguments arrive checked
 import tensorflow as tf
 
 from keras_stn.backends.tensorflow import bilinear
+from keras_stn.backends.tensorflow import clusters
 from keras_stn.backends.tensorflow import ops
 from keras_stn.backends.tensorflow.compilation import current_target
 from keras_stn.backends.tensorflow.compilation import recording_gradients
@@ -22,33 +23,55 @@ from keras_stn.kernels import sampler
 
 def grid_sample(images, grid, interpolation, padding_mode, align_corners,
                 name=None):
-    """`keras_stn.grid_sample` on checked arguments, in TF ops."""
+    """`keras_stn.grid_sample` on checked arguments, in TF ops (an XLA
+    cluster in TF's runtime: `clusters`)."""
     with tf.name_scope(name or SCOPE):
-        images = tf.convert_to_tensor(images)
-        grid = tf.convert_to_tensor(grid)
-        grid = tf.cast(grid, coordinate_dtype(grid.dtype))
-        # Per-axis slices: single-output ops, which int8 export keeps in
-        # float by name (an UNPACK is faster in TFLite but breaks that).
-        spatial = images.shape.rank - 2
-        return _sample(images, [grid[..., axis] for axis in range(spatial)],
-                       interpolation, padding_mode, align_corners)
+        images, (grid,) = checked_at_run_time(
+            tf.convert_to_tensor(images), [tf.convert_to_tensor(grid)])
+        options = (interpolation, padding_mode, align_corners)
+        return clusters.run("grid_sample",
+                            lambda images, grid: _sample_grid(images, grid,
+                                                              *options),
+                            [images, grid], options)
+
+
+def _sample_grid(images, grid, interpolation, padding_mode, align_corners):
+    grid = tf.cast(grid, coordinate_dtype(grid.dtype))
+    # Per-axis slices: single-output ops, which int8 export keeps in float
+    # by name (an UNPACK is faster in TFLite but breaks that).
+    spatial = images.shape.rank - 2
+    return _sample(images, [grid[..., axis] for axis in range(spatial)],
+                   interpolation, padding_mode, align_corners)
 
 
 def sample_coordinates(images, coords, interpolation, padding_mode,
                        align_corners, name=None):
-    """`keras_stn.sample_coordinates` on checked arguments, in TF ops."""
+    """`keras_stn.sample_coordinates` on checked arguments, in TF ops (an
+    XLA cluster in TF's runtime: `clusters`)."""
     with tf.name_scope(name or SCOPE):
-        images = tf.convert_to_tensor(images)
-        coords = [tf.convert_to_tensor(coord) for coord in coords]
-        dtype = coordinate_dtype(coords[0].dtype)
-        return _sample(images, [tf.cast(c, dtype) for c in coords],
-                       interpolation, padding_mode, align_corners)
+        images, coords = checked_at_run_time(
+            tf.convert_to_tensor(images),
+            [tf.convert_to_tensor(coord) for coord in coords])
+        options = (interpolation, padding_mode, align_corners)
+        return clusters.run(
+            "sample_coordinates",
+            lambda images, *coords: sample_checked(images, list(coords),
+                                                   *options),
+            [images, *coords], options)
+
+
+def sample_checked(images, coords, interpolation, padding_mode,
+                   align_corners):
+    """The sampler on per-axis coordinates already checked
+    (`checked_at_run_time`), in the current target's formulation."""
+    dtype = coordinate_dtype(coords[0].dtype)
+    return _sample(images, [tf.cast(c, dtype) for c in coords],
+                   interpolation, padding_mode, align_corners)
 
 
 def _sample(images, coords, interpolation, padding_mode, align_corners):
     """The sampler proper, on validated images and per-axis coordinates."""
     spatial = images.shape.rank - 2
-    images, coords = _checked_at_run_time(images, coords)
     value_dtype = (tf.float64 if tf.float64 in (images.dtype, coords[0].dtype)
                    else tf.float32)
     # PyTorch's 2-D kernel rounds the unnormalisation as a fused
@@ -72,11 +95,12 @@ def _sample(images, coords, interpolation, padding_mode, align_corners):
                           align_corners, fused)
 
 
-def _checked_at_run_time(images, coords):
+def checked_at_run_time(images, coords):
     """`images` and `coords` behind run-time checks of what static shapes
     could not tell: an empty spatial axis, or batch sizes that differ (which
-    the gathers would otherwise broadcast silently). XLA compiles the checks
-    away; TFLite's converter drops them."""
+    the gathers would otherwise broadcast silently). They run in TF's
+    runtime, outside any XLA cluster (which would compile them away);
+    TFLite's converter drops them."""
     spatial = images.shape.rank - 2
     checks = []
     if None in images.shape[1:spatial + 1]:
