@@ -10,7 +10,14 @@ Implementations, each measured in its own process on the same inputs
 (affine θ near the identity, bilinear, zeros padding, align_corners=False):
 
 - `keras_stn`: `keras_stn.affine_grid` + `keras_stn.grid_sample` in a
-  `tf.function`, without and with XLA (`jit_compile=True`);
+  plain `tf.function`: TF's default path, the warp as XLA clusters inside
+  TF's runtime (as `fit` runs it on a CPU); `keras_stn_runtime`: the same
+  with the clusters turned off (`keras_stn.use_jit_compile(False)`: TF's
+  runtime op by op); `keras_stn_xla`: the whole function compiled
+  (`jit_compile=True`);
+- `keras_stn_jax`, `keras_stn_torch`: the same public ops on the JAX
+  backend (`jax.jit` of the function and of its `jax.grad`) and on the
+  PyTorch backend (eager), each in a process of that Keras backend;
 - `keras_stn_fused`: `keras_stn.affine_coordinates` +
   `keras_stn.sample_coordinates`, the same sampling with the grid kept as
   one plane per axis, as `SpatialTransformer` runs it;
@@ -93,9 +100,12 @@ TINY_SCALING_SWEEPS = {
 SCALING_IMPLEMENTATIONS = ("keras_stn_fused", "keras_stn_fused_xla", "torch",
                            "tflite")
 MODES = ("fwd", "fwd+bwd", "fwd+dθ")
-IMPLEMENTATIONS = ("keras_stn", "keras_stn_xla", "keras_stn_fused",
-                   "keras_stn_fused_xla", "naive_tf", "naive_tf_xla", "torch",
+IMPLEMENTATIONS = ("keras_stn", "keras_stn_runtime", "keras_stn_xla",
+                   "keras_stn_fused", "keras_stn_fused_xla", "keras_stn_jax",
+                   "keras_stn_torch", "naive_tf", "naive_tf_xla", "torch",
                    "tflite")
+# Workers that run keras_stn on another Keras backend (their own process).
+KERAS_BACKENDS = {"keras_stn_jax": "jax", "keras_stn_torch": "torch"}
 
 
 def inputs_for(workload, seed=0):
@@ -263,11 +273,22 @@ def tf_worker(name, workloads, warmup, repeats, memory, modes=MODES,
 
 
 def _tf_rows(name, workloads, warmup, repeats, memory, modes, device):
+    import keras_stn
+
+    xla = name.endswith("_xla")
+    # The default path runs the warp as XLA clusters inside TF's runtime;
+    # `_runtime` is the opt-out, TF's runtime formulation op by op.
+    with keras_stn.use_jit_compile(not name.endswith("_runtime")):
+        return _tf_workloads(name, workloads, warmup, repeats, memory, modes,
+                             device, xla)
+
+
+def _tf_workloads(name, workloads, warmup, repeats, memory, modes, device,
+                  xla):
     import tensorflow as tf
 
     import keras_stn
 
-    xla = name.endswith("_xla")
     results = []
     for workload in workloads:
         images_np, theta_np = inputs_for(workload)
@@ -398,8 +419,91 @@ def torch_worker(workloads, warmup, repeats, memory, modes=MODES,
     return results
 
 
+def keras_backend_worker(name, workloads, warmup, repeats, memory,
+                         modes=MODES, device="cpu"):
+    """keras_stn's public ops on the JAX backend (`jax.jit`, Keras' default
+    there) or the PyTorch backend (eager, as Keras runs it)."""
+    import keras
+
+    import keras_stn
+
+    backend = keras.backend.backend()
+    if backend != KERAS_BACKENDS[name]:
+        raise SystemExit(f"{name} needs KERAS_BACKEND={KERAS_BACKENDS[name]}"
+                         f", got {backend}")
+    results = []
+    for workload in workloads:
+        images_np, theta_np = inputs_for(workload)
+        out_size = workload[4:]
+
+        def forward(images, theta):
+            grid = keras_stn.affine_grid(theta, out_size)
+            return keras_stn.grid_sample(images, grid)
+
+        if backend == "jax":
+            calls = _jax_calls(forward, images_np, theta_np, device)
+        else:
+            calls = _keras_torch_calls(forward, images_np, theta_np, device)
+        results.append(measure(workload, calls, memory, modes, warmup,
+                               repeats, device, backend))
+    return results
+
+
+def _jax_calls(forward, images_np, theta_np, device):
+    import jax
+    import jax.numpy as jnp
+
+    target = jax.devices("gpu" if is_gpu(device) else "cpu")[0]
+    images = jax.device_put(jnp.asarray(images_np), target)
+    theta = jax.device_put(jnp.asarray(theta_np), target)
+
+    def loss(images, theta):
+        return jnp.sum(forward(images, theta) ** 2)
+
+    fwd = jax.jit(lambda images, theta: jnp.sum(forward(images, theta)))
+    fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    fwd_dtheta = jax.jit(jax.grad(loss, argnums=1))
+    return {mode: (lambda f=f: jax.block_until_ready(f(images, theta)))
+            for mode, f in (("fwd", fwd), ("fwd+bwd", fwd_bwd),
+                            ("fwd+dθ", fwd_dtheta))}
+
+
+def _keras_torch_calls(forward, images_np, theta_np, device):
+    import torch
+
+    if not is_gpu(device):
+        torch.set_num_threads(2)
+    images = torch.from_numpy(images_np).to(device)
+    theta = torch.from_numpy(theta_np).to(device)
+
+    def synchronised(value):
+        if is_gpu(device):
+            torch.cuda.synchronize(device)
+        return value
+
+    def fwd():
+        with torch.no_grad():
+            synchronised(forward(images, theta).sum().item())
+
+    def fwd_bwd():
+        a = images.clone().requires_grad_(True)
+        t = theta.clone().requires_grad_(True)
+        (forward(a, t) ** 2).sum().backward()
+        synchronised(None)
+
+    def fwd_dtheta():
+        t = theta.clone().requires_grad_(True)
+        (forward(images, t) ** 2).sum().backward()
+        synchronised(None)
+
+    return {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+dθ": fwd_dtheta}
+
+
 def worker(name, workloads, warmup, repeats, memory=False, modes=MODES,
            device="cpu"):
+    if name in KERAS_BACKENDS:
+        return keras_backend_worker(name, workloads, warmup, repeats, memory,
+                                    modes, device)
     if name == "torch":
         return torch_worker(workloads, warmup, repeats, memory, modes, device)
     if name == "tflite":
@@ -467,6 +571,8 @@ def run_worker(name, args, memory=False):
     if args.scaling:
         command.append("--scaling")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if name in KERAS_BACKENDS:
+        env["KERAS_BACKEND"] = KERAS_BACKENDS[name]
     if args.allocator == "reuse" and not memory:
         env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**40))
     if memory:
@@ -528,6 +634,12 @@ def main(argv=None):
 
     names = list(args.implementations or (
         SCALING_IMPLEMENTATIONS if args.scaling else IMPLEMENTATIONS))
+    if args.in_process:
+        import keras
+
+        # One process has one Keras backend.
+        names = [name for name in names if KERAS_BACKENDS.get(
+            name, keras.backend.backend()) == keras.backend.backend()]
     if "torch" in names and not torch_available():
         print("torch is not installed: no ratios (pip install torch==2.13.0)")
         names.remove("torch")

@@ -27,9 +27,11 @@ def backend_vjp(function, arrays, cotangent):
     return tensorflow_vjp(function, arrays, cotangent)
 
 
-def tensorflow_vjp(function, arrays, cotangent, jit_compile=None):
-    """The same on TensorFlow tensors: keras_stn's TensorFlow path (under
-    XLA with `jit_compile=True`)."""
+def tensorflow_vjp(function, arrays, cotangent, jit_compile=None,
+                   graph=False):
+    """The same on TensorFlow tensors: keras_stn's TensorFlow path, eager;
+    in a plain `tf.function` with `graph=True` (TF's default path: the
+    warp as XLA clusters); all under XLA with `jit_compile=True`."""
     import tensorflow as tf
 
     def run(*tensors):
@@ -42,8 +44,8 @@ def tensorflow_vjp(function, arrays, cotangent, jit_compile=None):
             output_gradients=tf.constant(cotangent, value.dtype))
         return value, grads
 
-    if jit_compile:
-        run = tf.function(run, jit_compile=True)
+    if jit_compile or graph:
+        run = tf.function(run, jit_compile=bool(jit_compile))
     value, grads = run(*[tf.constant(a) for a in arrays])
     grads = [np.zeros(a.shape, a.dtype) if g is None else g.numpy()
              for g, a in zip(grads, arrays)]

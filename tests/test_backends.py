@@ -530,3 +530,21 @@ def test_train_on_jax_deploy_tflite_example(tmp_path):
     assert report["deploy"]["builtins_only"]
     assert (tmp_path / "model.keras").is_file()
     assert (tmp_path / "model.tflite").is_file()
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="the JAX and PyTorch backends' benchmark workers "
+                    "(TensorFlow's: tests/test_benchmarks.py)")
+def test_benchmark_worker_of_this_backend():
+    # `benchmarks/grid_sample_speed.py` runs keras_stn on this backend in a
+    # process of its own; here, its worker on tiny workloads.
+    from tests.test_benchmarks import _script
+
+    speed = _script("grid_sample_speed")
+    name = {"jax": "keras_stn_jax",
+            "torch": "keras_stn_torch"}[keras.backend.backend()]
+    rows = speed.worker(name, speed.TINY_WORKLOADS, 1, 2)
+    assert [row["workload"] for row in rows] == speed.TINY_WORKLOADS
+    assert all(row[mode] > 0 for row in rows for mode in speed.MODES)
+    peaks = speed.worker(name, speed.TINY_WORKLOADS[:1], 1, 2, memory=True)
+    assert peaks[0]["peak_mb"] >= 0

@@ -124,11 +124,28 @@ def test_identity_is_exact_on_the_cluster():
     theta = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (5, 1))
     for align_corners in (False, True):
         before = clusters.traces()
-        out = keras_stn.grid_sample(
-            images, keras_stn.affine_grid(theta, (9, 11), align_corners),
-            align_corners=align_corners)
-        assert clusters.traces() > before
-        np.testing.assert_array_equal(out.numpy(), images)
+        for _ in range(2):  # the second eager call runs compiled
+            out = keras_stn.grid_sample(
+                images, keras_stn.affine_grid(theta, (9, 11), align_corners),
+                align_corners=align_corners)
+            np.testing.assert_array_equal(out.numpy(), images)
+        assert clusters.traces() == before + 2
+
+
+def test_eager_compiles_on_the_second_call_graphs_at_once():
+    warp = _fresh_warp((3, 24))
+    before = clusters.traces()
+    first = warp().numpy()
+    assert clusters.traces() == before  # one-off eager call: no compile
+    second = warp().numpy()
+    assert clusters.traces() == before + 2
+    np.testing.assert_array_equal(first, second)
+    images = np.ones((2, 3, 25, 1), np.float32)
+    theta = np.tile(np.float32([1, 0, 0, 0, 1, 0]), (2, 1))
+    graph = tf.function(lambda i, t: keras_stn.grid_sample(
+        i, keras_stn.affine_grid(t, (3, 25))))
+    graph(images, theta)
+    assert clusters.traces() == before + 4
 
 
 def test_bucket_sizes():
@@ -153,7 +170,10 @@ def test_run_time_bucket_is_the_static_one():
 
 
 def _count_traces(function):
+    """Clusters compiled by calling `function` twice (a first eager call
+    of a shape runs TF's runtime formulation)."""
     before = clusters.traces()
+    function()
     function()
     return clusters.traces() - before
 

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_stn
+from keras_stn.backends.tensorflow import clusters
 from tests import reference
 from tests.conftest import degenerate_grid_warning
 from tests.conftest import TOLERANCES
@@ -144,6 +145,33 @@ class TestAgainstTorchGolden:
         # The grid gradient is a difference of neighbouring pixels scaled by
         # size / 2 (up to 3 here) and summed over 3 channels: a few ulps of
         # values of order 10.
+        assert_close(grad_grid, golden[prefix + "/grad_grid"], kind="gradient")
+
+    @pytest.mark.parametrize("interpolation,padding_mode,align_corners", ALL_MODES)
+    def test_default_graph_path_matches_torch(
+        self, golden, interpolation, padding_mode, align_corners
+    ):
+        # In a `tf.function`: the warp and its gradient as XLA clusters
+        # inside TF's runtime, TF's default path (a first eager call of a
+        # shape, above, runs the runtime formulation).
+        prefix = f"{interpolation}/{padding_mode}/{align_corners}/theta"
+
+        @tf.function
+        def run(images, grid):
+            with tf.GradientTape() as tape:
+                tape.watch([images, grid])
+                out = keras_stn.grid_sample(
+                    images, grid, interpolation, padding_mode, align_corners)
+                loss = tf.reduce_sum(out * golden["upstream"])
+            return (out, *tape.gradient(loss, [images, grid]))
+
+        out, grad_images, grad_grid = run(
+            tf.constant(golden["images"]), tf.constant(golden[prefix + "/grid"]))
+        options = (interpolation, padding_mode, align_corners)
+        assert any(key[:2] == ("grid_sample", options) and cluster.compiled
+                   for key, cluster in clusters._clusters.items())
+        assert_close(out, golden[prefix + "/output"])
+        assert_close(grad_images, golden[prefix + "/grad_images"])
         assert_close(grad_grid, golden[prefix + "/grad_grid"], kind="gradient")
 
     def test_theta_path_matches_torch(self, golden):

@@ -17,7 +17,10 @@ next size of the form 2^k or 3·2^k (at most half as many rows again; two
 compiles per doubling of the batch), and so are batches unknown until run
 time (a padding of zero rows costs no copy). Per-example shapes unknown until run
 time, and more than `MAX_TRACES` distinct traces in a process, keep the
-runtime formulation instead of compiling without bound.
+runtime formulation instead of compiling without bound. So does the first
+eager call of each computation and per-example shape: one-off eager calls
+pay no compile, repeated ones compile on their second call (the two
+formulations agree to float32 rounding, at the kinks too).
 
 Opting out: `keras_stn.set_jit_compile(False)` or the environment variable
 `KERAS_STN_JIT_COMPILE=0` (read at each call) give the runtime formulation
@@ -37,6 +40,10 @@ EXACT_BATCH_SIZES = 8
 
 _lock = threading.RLock()
 _clusters = {}
+# Clusters run compiled so far (at most MAX_TRACES); shapes met only once
+# eagerly are remembered too, up to MAX_SEEN.
+_compiled = [0]
+MAX_SEEN = 8 * MAX_TRACES
 # Every bucket size a 32-bit batch can take: 0, 1, 2, 3, 4, 6, 8, 12, ...
 _BUCKETS = np.unique(np.concatenate(
     [[0, 1, 2], 2 ** np.arange(1, 31), 3 * 2 ** np.arange(0, 30),
@@ -88,7 +95,7 @@ def run(kind, body, tensors, options=()):
     if not active() or any(None in t.shape[1:] for t in tensors):
         return body(*tensors)
     cluster = _cluster(kind, body, tensors, options)
-    if cluster is None:
+    if cluster is None or not cluster.worth_compiling():
         return body(*tensors)
     static = tensors[0].shape[0]
     if static is not None:
@@ -131,32 +138,64 @@ class _Cluster:
         self.forward = tf.function(body, input_signature=self.signature,
                                    jit_compile=True, autograph=False)
         self.exact_batch_sizes = set()
+        self.compiled = False
+        self._eager_calls = 0
         self._products = {}
+
+    def worth_compiling(self):
+        """False for the first eager call of these shapes, True after it
+        and in every graph: a one-off eager call (a notebook cell, a test)
+        costs no compile; a loop, a `tf.function`, `fit`, `predict` or a
+        `tf.data` map runs compiled."""
+        with _lock:
+            if tf.executing_eagerly() and not self.compiled:
+                self._eager_calls += 1
+                if self._eager_calls < 2:
+                    return False
+            if not self.compiled:
+                if _compiled[0] >= MAX_TRACES:
+                    return False
+                _compiled[0] += 1
+                self.compiled = True
+        return True
 
     @tf.autograph.experimental.do_not_convert
     def __call__(self, tensors):
         @tf.custom_gradient
         def call(*tensors):
             def gradient(*upstream):
-                return [self._product(index)(*tensors, *upstream)
-                        if tensor.dtype.is_floating else None
-                        for index, tensor in enumerate(tensors)]
+                wanted = tuple(index for index, tensor in enumerate(tensors)
+                               if tensor.dtype.is_floating)
+                if tf.executing_eagerly():
+                    # Eager code runs every gradient asked for: one
+                    # compiled product for them all.
+                    products = [self._product(wanted)]
+                else:
+                    # A graph prunes the products nobody reads.
+                    products = [self._product((index,)) for index in wanted]
+                arguments = [*tensors, *upstream]
+                grads = dict(zip(wanted, [grad for product in products
+                                          for grad in product(*arguments)]))
+                return [grads.get(index) for index in range(len(tensors))]
 
             return self.forward(*tensors), gradient
 
         return call(*tensors)
 
-    def _product(self, index):
-        product = self._products.get(index)
+    def _product(self, indices):
+        product = self._products.get(indices)
         if product is None:
             with _lock:
-                product = self._products.get(index)
+                product = self._products.get(indices)
                 if product is None:
-                    product = self._products[index] = self._new_product(
-                        index)
+                    product = self._products[indices] = self._new_product(
+                        indices)
         return product
 
-    def _new_product(self, index):
+    def _new_product(self, indices):
+        """The compiled vector-Jacobian product for the inputs `indices`:
+        a function of the inputs and the upstream gradients, returning one
+        gradient per index."""
         outputs = tf.nest.flatten(
             self.forward.get_concrete_function().structured_outputs)
         upstream = [tf.TensorSpec([None, *output.shape[1:]], output.dtype)
@@ -166,9 +205,10 @@ class _Cluster:
         def product(*arguments):
             tensors, upstream = list(arguments[:count]), arguments[count:]
             with tf.GradientTape() as tape:
-                tape.watch(tensors[index])
+                for index in indices:
+                    tape.watch(tensors[index])
                 values = tf.nest.flatten(self.body(*tensors))
-            return tape.gradient(values, tensors[index],
+            return tape.gradient(values, [tensors[i] for i in indices],
                                  output_gradients=list(upstream),
                                  unconnected_gradients="zero")
 
@@ -193,14 +233,15 @@ def _cluster(kind, body, tensors, options):
     key = (kind, options, tuple((t.dtype, tuple(t.shape[1:]))
                                 for t in tensors))
     cluster = _clusters.get(key)
-    if cluster is not None or len(_clusters) >= MAX_TRACES:
+    if cluster is not None or len(_clusters) >= MAX_SEEN:
         return cluster
     with _lock:
-        if key not in _clusters and len(_clusters) < MAX_TRACES:
+        if key not in _clusters and len(_clusters) < MAX_SEEN:
             _clusters[key] = _Cluster(body, tensors)
         return _clusters.get(key)
 
 
 def traces():
-    """How many distinct clusters this process has traced (for tests)."""
-    return len(_clusters)
+    """How many distinct clusters this process has run compiled (for
+    tests)."""
+    return _compiled[0]
