@@ -56,17 +56,13 @@ def bucket(batch):
 
 
 def _bucket_at_run_time(batch):
-    """`bucket` of an int32 scalar tensor, in elementwise ops (TFLite
-    builtins, should the graph be converted)."""
-    n = tf.cast(tf.maximum(batch, 1), tf.float32)
-    power = tf.cast(tf.round(tf.pow(2.0, tf.math.ceil(
-        tf.math.log(n) / np.log(2.0)))), tf.int32)
-    # Rounding of the logarithm can land one octave off either way.
-    power = tf.where(power // 2 >= batch, power // 2, power)
-    power = tf.where(power < batch, power * 2, power)
-    three = power // 4 * 3
-    sized = tf.where((power >= 4) & (three >= batch), three, power)
-    return tf.where(batch <= 2, batch, sized)
+    """`bucket` of an int32 tensor of batch sizes, in integer ops only
+    (TFLite builtins that full-int8 quantisation leaves alone, should the
+    graph be converted): the number of buckets below each size indexes the
+    table of buckets."""
+    batch = tf.convert_to_tensor(batch, tf.int32)
+    below = tf.cast(tf.constant(_BUCKETS) < batch[..., None], tf.int32)
+    return tf.gather(tf.constant(_BUCKETS), tf.reduce_sum(below, -1))
 
 
 def active():
