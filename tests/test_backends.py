@@ -548,3 +548,45 @@ def test_benchmark_worker_of_this_backend():
     assert all(row[mode] > 0 for row in rows for mode in speed.MODES)
     peaks = speed.worker(name, speed.TINY_WORKLOADS[:1], 1, 2, memory=True)
     assert peaks[0]["peak_mb"] >= 0
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's own bilinear kernel")
+def test_jax_bilinear_runs_the_padded_kernel_with_its_own_derivative():
+    """Bilinear images take the padded kernel under `jax.custom_vjp` (its
+    values and derivatives are compared with TensorFlow's above, at the
+    kinks); the other modes and volumes take the shared sampler."""
+    import jax
+
+    images = np.zeros((2, 5, 6, 3), np.float32)
+    grid = np.zeros((2, 4, 4, 2), np.float32)
+
+    def primitives(interpolation, images=images, grid=grid):
+        jaxpr = jax.make_jaxpr(lambda i, g: keras_stn.grid_sample(
+            i, g, interpolation))(images, grid)
+        return str(jaxpr)
+
+    assert "custom_vjp" in primitives("bilinear")
+    assert "reduce_precision" in primitives("bilinear")
+    assert "custom_vjp" not in primitives("bicubic")
+    assert "custom_vjp" not in primitives(
+        "bilinear", np.zeros((1, 3, 4, 5, 2), np.float32),
+        np.zeros((1, 2, 2, 2, 3), np.float32))
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's own bilinear kernel")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_jax_unfused_is_the_identity_bit_for_bit(dtype):
+    import jax
+
+    from keras_stn.backends import jax as jax_backend
+
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        pytest.skip("float64 needs JAX_ENABLE_X64")
+    info = np.finfo(dtype)
+    values = np.array([0.0, -0.0, 1.0, -1.5, np.inf, -np.inf, np.nan,
+                       info.tiny, info.tiny / 8, info.max, info.eps,
+                       np.pi], dtype)
+    got = np.asarray(jax.jit(jax_backend._unfused)(values))
+    assert got.dtype == values.dtype
+    int_type = {"float32": np.uint32, "float64": np.uint64}[dtype]
+    np.testing.assert_array_equal(got.view(int_type), values.view(int_type))

@@ -8,8 +8,9 @@ with builtin ops only:
   [-MARGIN, size - 1 + MARGIN] every corner index is in range without
   clamping, and corners outside the image read zero without masks (PyTorch
   skips them: the same values and gradients);
-- fractions within a few ulps of 0 or 1 snap onto it (`_coordinates.split`),
-  so identity, integer-shift and quarter-turn warps are exact at any size;
+- fractions within a few ulps of 0 or 1 snap onto it, so identity,
+  integer-shift and quarter-turn warps are exact at any size (this
+  arithmetic is `keras_stn.kernels.bilinear`, shared with JAX's kernel);
 - the gradient is written by hand (`tf.custom_gradient`): the image gradient
   is a scatter-add of the four corners (in TF's runtime one
   `unsorted_segment_sum` per corner, summed; under XLA one over all four,
@@ -22,13 +23,10 @@ import tensorflow as tf
 
 from keras_stn.backends.tensorflow import ops
 from keras_stn.backends.tensorflow.ops import weighted
-from keras_stn.core.coordinates import MARGIN
-from keras_stn.kernels import coordinates as _coordinates
+from keras_stn.kernels import bilinear as _shared
+from keras_stn.kernels.bilinear import PAD_AFTER
+from keras_stn.kernels.bilinear import PAD_BEFORE
 
-# Zero padding of the image on each spatial axis, before and after: the
-# pixel coordinates reach [-MARGIN, size - 1 + MARGIN] and a corner one more.
-PAD_BEFORE = MARGIN
-PAD_AFTER = MARGIN + 1
 # Under XLA, at most this many channels use the 4-corner-slice scatter
 # (fwd+bwd 20-50% less time on 1-3 channels; from 4 on, the flat one wins).
 _QUAD_SCATTER_MAX_CHANNELS = 3
@@ -60,7 +58,7 @@ def bilinear(padded, x, y, height, width, target):
             channels]` from `pad_images`.
         x, y: `[batch, out_height, out_width]` pixel coordinates of the
             unpadded image (0 = first pixel centre), finite, within
-            `MARGIN` pixels of it (`_coordinates.source` keeps them so).
+            `MARGIN` pixels of it (`coordinates.source` keeps them so).
         height, width: static size of the unpadded image.
         target: `"runtime"`, `"xla"` or `"tflite"` (`_compilation`): picks
             the gather and the scatter formulation.
@@ -68,8 +66,7 @@ def bilinear(padded, x, y, height, width, target):
     Returns:
         `[batch, out_height, out_width, channels]` in `padded`'s dtype.
     """
-    padded_width = width + PAD_BEFORE + PAD_AFTER
-    padded_pixels = (height + PAD_BEFORE + PAD_AFTER) * padded_width
+    padded_pixels = _shared.padded_size(height) * _shared.padded_size(width)
     channels = padded.shape[-1]
     xla = target == "xla"
     # TF's runtime runs GatherNd 10-20% faster than GatherV2 on this
@@ -81,15 +78,9 @@ def bilinear(padded, x, y, height, width, target):
     def kernel(padded, x, y):
         batch = tf.shape(padded)[0]
         flat = tf.reshape(padded, [-1, channels])
-        # Index of the padded image's (0, 0) plus the padding offset.
-        start = tf.reshape(
-            tf.range(batch) * padded_pixels
-            + (PAD_BEFORE * padded_width + PAD_BEFORE),
-            [-1, 1, 1],
-        )
-
-        (x0, ax), (y0, ay) = _split(x, width), _split(y, height)
-        index = y0 * padded_width + x0 + start
+        (x0, ax) = _shared.split(ops, x, width)
+        (y0, ay) = _shared.split(ops, y, height)
+        index = _shared.top_left_index(ops, x0, y0, batch, height, width)
         if xla:
             # XLA would fuse this coordinate arithmetic into every gather,
             # product and scatter that reads it and recompute it there per
@@ -97,8 +88,8 @@ def bilinear(padded, x, y, height, width, target):
             # 1.3-1.5x and the backward 1.5-3x faster.
             index, ax, ay = [_materialised(t) for t in (index, ax, ay)]
         values = [gather(flat, i)
-                  for i in _corner_indices(index, padded_width)]
-        weights = _weights(ax, ay)
+                  for i in _shared.corner_indices(index, width)]
+        weights = _shared.weights(ax, ay)
         output = None
         for weight, value in zip(weights, values):
             term = weighted(weight, value)
@@ -111,16 +102,13 @@ def bilinear(padded, x, y, height, width, target):
             else:
                 d_flat = _corner_scatter(
                     [weighted(weight, upstream) for weight in weights],
-                    _corner_indices(index, padded_width),
+                    _shared.corner_indices(index, width),
                     batch * padded_pixels, channels, xla)
                 d_padded = tf.reshape(d_flat, tf.shape(padded))
-            d00, d01, d10, d11 = [
+            d_x, d_y = _shared.coordinate_gradient(ax, ay, [
                 tf.cast(_channel_sum(value * upstream), x.dtype)
                 for value in values
-            ]
-            bx, by = 1.0 - ax, 1.0 - ay
-            d_x = by * (d01 - d00) + ay * (d11 - d10)
-            d_y = bx * (d10 - d00) + ax * (d11 - d01)
+            ])
             return d_padded, d_x, d_y
 
         return output, gradient
@@ -130,26 +118,6 @@ def bilinear(padded, x, y, height, width, target):
 
 def _gather_nd(flat, index):
     return tf.gather_nd(flat, tf.expand_dims(index, -1))
-
-
-def _split(coord, size):
-    """Integer corner and snapped fraction of pixel coordinates."""
-    corner, fraction = _coordinates.split(
-        ops, coord, _coordinates.snap_tolerance(ops, size, coord.dtype.name))
-    return tf.cast(corner, tf.int32), fraction
-
-
-def _corner_indices(top_left, padded_width):
-    """Flat indices of the 4 corners: top-left, top-right, bottom-left,
-    bottom-right."""
-    return [top_left, top_left + 1, top_left + padded_width,
-            top_left + (padded_width + 1)]
-
-
-def _weights(ax, ay):
-    """Bilinear weights of the 4 corners, in `_corner_indices` order."""
-    bx, by = 1.0 - ax, 1.0 - ay
-    return [bx * by, ax * by, bx * ay, ax * ay]
 
 
 def _materialised(values):
@@ -218,8 +186,8 @@ def _quad_scatter(weights, upstream, top_left, batch, height, width):
     emits as a slow per-element select (fwd+bwd 28% less time on
     224x224x3).
     """
-    padded_height = height + PAD_BEFORE + PAD_AFTER
-    padded_width = width + PAD_BEFORE + PAD_AFTER
+    padded_height = _shared.padded_size(height)
+    padded_width = _shared.padded_size(width)
     channels = upstream.shape[-1]
     stacked = tf.cast(tf.stack(weights, -1), upstream.dtype)
     updates = tf.expand_dims(stacked, -1) * tf.expand_dims(upstream, -2)
