@@ -9,9 +9,12 @@ few voxels, against what VoxelMorph 0.3 runs for the same warp: PyTorch's
 5-D `F.grid_sample(align_corners=True)` at the voxel coordinates p + u. Per
 path, one process each (Keras picks its backend once per process):
 
-- `tf_runtime`: keras_stn on TensorFlow tensors in a `tf.function` (what
-  `fit` runs on a CPU);
-- `tf_xla`: the same with `jit_compile=True`;
+- `tf_default`: keras_stn on TensorFlow tensors in a `tf.function` (what
+  `fit` runs on a CPU): TF's default path, the warp as an XLA cluster in
+  TF's runtime;
+- `tf_runtime`: the same with the clusters turned off
+  (`keras_stn.use_jit_compile(False)`: TF's runtime op by op);
+- `tf_xla`: the whole function compiled (`jit_compile=True`);
 - `jax`: keras_stn on JAX arrays, under `jax.jit`;
 - `torch_backend`: keras_stn on PyTorch tensors (its `F.grid_sample`);
 - `torch`: VoxelMorph's formulation in plain PyTorch, the reference.
@@ -37,8 +40,10 @@ from grid_sample_speed import median_seconds  # noqa: E402
 from grid_sample_speed import ratio_text  # noqa: E402
 from grid_sample_speed import step_peak_mb  # noqa: E402
 
-PATHS = ("torch", "tf_runtime", "tf_xla", "jax", "torch_backend")
-BACKEND_OF = {"torch": "torch", "tf_runtime": "tensorflow",
+PATHS = ("torch", "tf_default", "tf_runtime", "tf_xla", "jax",
+         "torch_backend")
+BACKEND_OF = {"torch": "torch", "tf_default": "tensorflow",
+              "tf_runtime": "tensorflow",
               "tf_xla": "tensorflow", "jax": "jax",
               "torch_backend": "torch"}
 
@@ -72,9 +77,10 @@ def _median_ms(call, warmup, repeats):
     return 1000.0 * median_seconds(call, warmup, repeats)
 
 
-def _tensorflow_calls(volume, field, jit_compile):
+def _tensorflow_calls(volume, field, jit_compile, clusters=True):
     import tensorflow as tf
 
+    import keras_stn
     from keras_stn import fields
 
     volume, field = tf.constant(volume), tf.constant(field)
@@ -90,8 +96,16 @@ def _tensorflow_calls(volume, field, jit_compile):
             loss = tf.reduce_sum(fields.warp(volume, field, indexing="ij"))
         return tape.gradient(loss, [volume, field])
 
-    return {"fwd": lambda: forward(volume, field).numpy(),
-            "fwd+bwd": lambda: [g.numpy() for g in backward(volume, field)]}
+    def traced_as_asked(call):
+        # The choice is read when the functions trace (their first call).
+        def run():
+            with keras_stn.use_jit_compile(clusters):
+                return call()
+        return run
+
+    return {"fwd": traced_as_asked(lambda: forward(volume, field).numpy()),
+            "fwd+bwd": traced_as_asked(
+                lambda: [g.numpy() for g in backward(volume, field)])}
 
 
 def _jax_calls(volume, field):
@@ -159,8 +173,9 @@ def _torch_calls(volume, field, device, through_keras_stn):
 
 def worker(path, size, warmup, repeats, device):
     volume, field = inputs(size)
-    if path in ("tf_runtime", "tf_xla"):
-        calls = _tensorflow_calls(volume, field, path == "tf_xla")
+    if path.startswith("tf_"):
+        calls = _tensorflow_calls(volume, field, path == "tf_xla",
+                                  clusters=path != "tf_runtime")
     elif path == "jax":
         calls = _jax_calls(volume, field)
     else:

@@ -254,8 +254,9 @@ def test_volume_warp_worker_measures_the_tensorflow_paths():
     assert 0.5 < np.abs(field).max() < 20.0  # a few voxels
     for axis in (1, 2, 3):  # smooth: a few voxels over the whole volume
         assert np.abs(np.diff(field, axis=axis)).max() < 2.5
-    row = volume_warp.worker("tf_runtime", (6, 7, 8), 1, 1, "cpu")
-    assert row["fwd"] > 0 and row["fwd+bwd"] > 0 and row["peak_mb"] >= 0
+    for path in ("tf_default", "tf_runtime"):
+        row = volume_warp.worker(path, (6, 7, 8), 1, 1, "cpu")
+        assert row["fwd"] > 0 and row["fwd+bwd"] > 0 and row["peak_mb"] >= 0
 
 
 def test_reports_survive_a_zero_or_missing_reference(capsys):

@@ -67,8 +67,10 @@ def _bucket_at_run_time(batch):
 
 def active():
     """True where a call would run as an XLA cluster: enabled, and traced
-    for TF's runtime (not inside an XLA or TFLite trace)."""
-    return config.jit_compile_enabled() and compilation.runtime_graph()
+    for TF's runtime (not inside an XLA or TFLite trace, nor for Keras'
+    ONNX export, whose converter cannot take a compiled function)."""
+    return (config.jit_compile_enabled() and compilation.runtime_graph()
+            and not compilation.tracing_for_an_exporter_without_xla())
 
 
 def run(kind, body, tensors, options=()):

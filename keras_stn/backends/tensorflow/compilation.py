@@ -24,7 +24,10 @@ found (`tests/test_formulations.py` fails if either stops working).
 """
 
 import contextlib
+import sys
 import threading
+
+import tensorflow as tf
 
 from keras_stn.core.overrides import overridden
 
@@ -74,6 +77,29 @@ def current_target():
     if override is not None:
         return override
     return "xla" if xla_context() else "runtime"
+
+
+# Exporters that trace for a converter which cannot take a compiled function
+# (tf2onnx keeps an XLA cluster as a call it cannot convert): the module and
+# function whose frame marks their trace.
+_NO_CLUSTER_EXPORTERS = (("keras.src.export.onnx", "export_onnx"),)
+
+
+@tf.autograph.experimental.do_not_convert
+def tracing_for_an_exporter_without_xla():
+    """True while a graph is traced for a converter that cannot take XLA
+    clusters: Keras' ONNX export (`model.export(path, format="onnx")`,
+    through tf2onnx). Read from the call stack, and only inside a graph
+    (never eagerly), so it costs nothing where it cannot apply."""
+    if not tf.inside_function():
+        return False
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (frame.f_globals.get("__name__"),
+                frame.f_code.co_name) in _NO_CLUSTER_EXPORTERS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def runtime_graph():
