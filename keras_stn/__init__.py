@@ -34,10 +34,11 @@ _ATTRIBUTES = {
     # Identity heads.
     "localization_head": "keras_stn.initializers",
     "IdentityInitializer": "keras_stn.initializers",
-    # Export (TensorFlow).
+    # Export (TFLite: TensorFlow; ONNX: TensorFlow and PyTorch).
     "export_tflite": "keras_stn.export",
     "run_tflite": "keras_stn.export",
     "tflite_ops": "keras_stn.export",
+    "export_onnx": "keras_stn.export",
     # Settings.
     "set_jit_compile": "keras_stn.core.config",
     "jit_compile_enabled": "keras_stn.core.config",
@@ -63,6 +64,7 @@ __all__ = [
     "export_tflite",
     "run_tflite",
     "tflite_ops",
+    "export_onnx",
     "set_jit_compile",
     "jit_compile_enabled",
     "use_jit_compile",

@@ -105,7 +105,9 @@ def _export(args):
     if args.saved_model:
         print(f"SavedModel: {args.saved_model}")
     if args.tflite:
-        _print_tflite_summary(args, *written)
+        _print_tflite_summary(args, *written["tflite"])
+    if args.onnx:
+        _print_onnx_summary(args, *written["onnx"])
     return 0
 
 
@@ -119,7 +121,10 @@ def _check_export_arguments(args):
     if args.tflite and not args.tflite.endswith(".tflite"):
         raise UserError(f"--tflite: expected a file name ending in .tflite; "
                         f"received {args.tflite!r}")
-    for target in (args.saved_model, args.tflite):
+    if args.onnx and not args.onnx.endswith(".onnx"):
+        raise UserError(f"--onnx: expected a file name ending in .onnx; "
+                        f"received {args.onnx!r}")
+    for target in (args.saved_model, args.tflite, args.onnx):
         if target and os.path.exists(target) and not args.overwrite:
             raise UserError(f"{target!r} exists; pass --overwrite to replace "
                             "it")
@@ -139,11 +144,12 @@ def _export_samples(args, input_shape):
 
 
 def _write_exports(args, model, samples):
-    """Writes the SavedModel and/or TFLite file the flags ask for, made in a
-    scratch folder first so that a failure leaves no file behind.
+    """Writes the SavedModel, TFLite and/or ONNX file the flags ask for,
+    made in a scratch folder first so that a failure leaves no file behind.
 
     Returns:
-        `(ops, bytes, parity)` of the TFLite file, or Nones without one.
+        `{"tflite": (ops, bytes, parity), "onnx": (ops, bytes, parity)}`,
+        with Nones for a file not asked for.
     """
     from keras_stn import export
 
@@ -172,11 +178,37 @@ def _write_exports(args, model, samples):
             except ValueError as error:
                 raise UserError(_first_line(error)) from error
             ops, size = export.tflite_ops(path), os.path.getsize(path)
+        onnx_path = os.path.join(scratch, "model.onnx") if args.onnx else None
+        onnx = (None, None, None)
+        if onnx_path:
+            onnx = _write_onnx(args, model, onnx_path)
         for source, target in ((saved_model, args.saved_model),
-                               (path, args.tflite)):
+                               (path, args.tflite), (onnx_path, args.onnx)):
             if target:
                 move_into_place(source, target)
-    return ops, size, parity
+    return {"tflite": (ops, size, parity), "onnx": onnx}
+
+
+def _write_onnx(args, model, path):
+    """The ONNX file (tf2onnx), checked in onnxruntime: `(ops, bytes,
+    parity)`."""
+    from keras_stn import export
+    from keras_stn.export.onnx import PARITY_TOLERANCE
+
+    try:
+        with _quiet_stderr(not args.verbose):
+            export.export_onnx(model, path, check=False)
+            parity = export.onnx_parity(model, path)
+    except ImportError as error:
+        raise UserError(f"--onnx needs tf2onnx and onnxruntime: pip install "
+                        f"keras-stn[onnx] ({_first_line(error)})") from error
+    except ValueError as error:
+        raise UserError(_first_line(error)) from error
+    if parity["max_abs"] > PARITY_TOLERANCE:
+        raise UserError(
+            f"the ONNX file disagrees with the model: max |ONNX - Keras| = "
+            f"{parity['max_abs']:.3g}")
+    return export.onnx_ops(path), os.path.getsize(path), parity
 
 
 def _print_tflite_summary(args, ops, size, parity):
@@ -188,6 +220,14 @@ def _print_tflite_summary(args, ops, size, parity):
           f"{parity['examples']} inputs")
     if "top1_agreement" in first:
         print(f"parity: top-1 agreement {first['top1_agreement']:.2%}")
+
+
+def _print_onnx_summary(args, ops, size, parity):
+    print(f"ONNX: {args.onnx} ({size:,} bytes, opset {ops['opset']}, "
+          "dynamic batch)")
+    print(f"ops ({len(ops['ops'])}): {', '.join(ops['ops'])}")
+    print(f"parity: max |ONNX - Keras| = {parity['max_abs']:.3g} at batch "
+          f"sizes {', '.join(map(str, parity['batch_sizes']))}")
 
 
 def _train(args):
@@ -229,9 +269,10 @@ written to a temporary folder beside OUTPUT_DIR/RUN_NAME and moved there
 when complete.""",
     "results": """example:
   keras-stn results --output-dir saved_models""",
-    "export": """example:
+    "export": """examples:
   keras-stn export saved_models/rts/model.keras --saved-model /tmp/stn \\
-      --tflite /tmp/stn.tflite --quantization int8 --calibration-data x.npy""",
+      --tflite /tmp/stn.tflite --quantization int8 --calibration-data x.npy
+  keras-stn export saved_models/rts/model.keras --onnx /tmp/stn.onnx""",
 }
 
 
@@ -271,17 +312,21 @@ def build_parser():
     results_parser.set_defaults(handler=_results)
 
     export_parser = commands.add_parser(
-        "export", help="export a .keras model to SavedModel and/or TFLite",
-        description="Export a .keras model to a SavedModel folder and/or a "
-                    "builtins-only .tflite file; prints the TFLite op list, "
-                    "size and parity with Keras. Nothing is written unless "
-                    "everything succeeds.",
+        "export",
+        help="export a .keras model to SavedModel, TFLite and/or ONNX",
+        description="Export a .keras model to a SavedModel folder, a "
+                    "builtins-only .tflite file and/or an .onnx file; prints "
+                    "each file's op list, size and parity with Keras. Nothing "
+                    "is written unless everything succeeds.",
         formatter_class=formatter, epilog=_EXAMPLES["export"])
     export_parser.add_argument("model", help="the .keras file")
     export_parser.add_argument("--saved-model", metavar="DIR",
                                help="write a SavedModel here")
     export_parser.add_argument("--tflite", metavar="FILE",
                                help="write a .tflite file here")
+    export_parser.add_argument("--onnx", metavar="FILE",
+                               help="write an .onnx file here (tf2onnx; "
+                                    "needs keras-stn[onnx])")
     export_parser.add_argument("--quantization", default="float32",
                                choices=_QUANTIZATION_CHOICES)
     export_parser.add_argument(
@@ -330,8 +375,10 @@ def main(argv=None):
         absl.logging.set_verbosity(absl.logging.ERROR)
         tf.get_logger().setLevel("ERROR")
     args = parser.parse_args(argv)
-    if args.command == "export" and not (args.saved_model or args.tflite):
-        parser.error("export needs --saved-model DIR and/or --tflite FILE")
+    if args.command == "export" and not (args.saved_model or args.tflite
+                                         or args.onnx):
+        parser.error("export needs --saved-model DIR, --tflite FILE and/or "
+                     "--onnx FILE")
     try:
         return args.handler(args)
     except UserError as error:

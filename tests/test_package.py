@@ -141,7 +141,7 @@ def test_public_names():
         "affine_grid", "affine_coordinates",
         "grid_sample", "sample_coordinates", "transforms",
         "localization_head", "IdentityInitializer", "export_tflite",
-        "run_tflite", "tflite_ops",
+        "run_tflite", "tflite_ops", "export_onnx",
         "set_jit_compile", "jit_compile_enabled", "use_jit_compile"}
     for name in keras_stn.__all__:
         assert getattr(keras_stn, name) is not None

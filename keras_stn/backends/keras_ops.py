@@ -18,6 +18,7 @@ expand_dims = _ops.expand_dims
 floor = _ops.floor
 logical_and = _ops.logical_and
 matmul = _ops.matmul
+not_equal = _ops.not_equal
 ones_like = _ops.ones_like
 reshape = _ops.reshape
 stack = _ops.stack

@@ -39,8 +39,10 @@ def bounded(ops, coord, size, padding_mode):
     Zeros and border clamp to `MARGIN` pixels around the image, which reads
     the same; reflection clamps to ±2**23, where float32 has no fraction.
     """
-    # NaN compares unequal to itself: send it outside the image.
-    coord = ops.where(ops.equal(coord, coord), coord, -float(MARGIN))
+    # NaN compares unequal to itself: send it outside the image. Written as
+    # a select on `x != x`, which converters keep as a select (tf2onnx turns
+    # other float selects into `c * x + (1 - c) * y`, where NaN survives).
+    coord = ops.where(ops.not_equal(coord, coord), -float(MARGIN), coord)
     if padding_mode == "reflection":
         return ops.clip(coord, -REFLECTION_LIMIT, REFLECTION_LIMIT)
     return ops.clip(coord, -float(MARGIN), size - 1.0 + MARGIN)

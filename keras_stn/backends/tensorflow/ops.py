@@ -18,6 +18,7 @@ expand_dims = tf.expand_dims
 floor = tf.floor
 logical_and = tf.logical_and
 matmul = tf.matmul
+not_equal = tf.not_equal
 ones_like = tf.ones_like
 stop_gradient = tf.stop_gradient
 maximum = tf.maximum
