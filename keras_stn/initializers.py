@@ -19,7 +19,10 @@ class IdentityInitializer(keras.initializers.Initializer):
         transform: name of the transform, one of
             `keras_stn.transforms.SUPPORTED_TRANSFORMS`.
         control_points: for `"tps"`, the n of its n×n control points
-            (default 4).
+            (default 4) or an array `[K, 2]` of control points.
+        activation: `None` (default), `"tanh"` or `"sigmoid"`: the bounded
+            activation the head applies after the bias, whose inverse the
+            bias then holds (`localization_head(..., activation=...)`).
 
     Example:
 
@@ -28,10 +31,17 @@ class IdentityInitializer(keras.initializers.Initializer):
     [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     """
 
-    def __init__(self, transform="affine", control_points=None):
+    def __init__(self, transform="affine", control_points=None,
+                 activation=None):
+        transform_object = transforms_lib.get(transform, control_points)
+        if isinstance(transform_object, transforms_lib.ThinPlateSpline) and (
+                control_points is not None):
+            control_points = transform_object.control_points_config()
         self.transform = transform
         self.control_points = control_points
-        self._identity = transforms_lib.get(transform, control_points).identity
+        self.activation = activation
+        self._identity = _pre_activation(transform_object.identity,
+                                         activation, transform)
 
     def __call__(self, shape, dtype=None):
         if tuple(shape) != self._identity.shape:
@@ -48,28 +58,66 @@ class IdentityInitializer(keras.initializers.Initializer):
 
     def get_config(self):
         return {"transform": self.transform,
-                "control_points": self.control_points}
+                "control_points": self.control_points,
+                "activation": self.activation}
 
 
-def localization_head(transform="affine", control_points=None, **dense_kwargs):
+_BOUNDED_ACTIVATIONS = (None, "tanh", "sigmoid")
+
+
+def _pre_activation(identity, activation, transform):
+    """The bias whose bounded activation is `identity` (itself without
+    one). `"sigmoid"` heads output `2 σ(z) − 1`, in [-1, 1] like tanh."""
+    if activation not in _BOUNDED_ACTIVATIONS:
+        raise ValueError(
+            "Invalid value for argument `activation`. Expected one of "
+            f"{_BOUNDED_ACTIVATIONS}. Received: activation={activation!r}")
+    if activation is None:
+        return identity
+    identity = np.asarray(identity, np.float64)
+    if np.any(np.abs(identity) >= 1.0):
+        raise ValueError(
+            f"A bounded ({activation}) head outputs values in (-1, 1), so it "
+            f"cannot start at the identity of transform={transform!r}, which "
+            f"holds {sorted(set(identity[np.abs(identity) >= 1].tolist()))}. "
+            "Expected identity parameters strictly inside (-1, 1), e.g. "
+            "thin-plate-spline control points with margins "
+            "(keras_stn.transforms.aster_control_points()). Received: "
+            f"activation={activation!r}")
+    # tanh(z) = identity; 2 σ(z) − 1 = tanh(z / 2) = identity.
+    scale = 1.0 if activation == "tanh" else 2.0
+    return (scale * np.arctanh(identity)).astype(np.float32)
+
+
+def localization_head(transform="affine", control_points=None,
+                      activation=None, **dense_kwargs):
     """The last layer of a localisation net, starting at the identity.
 
     A `keras.layers.Dense(num_params)` with a zero kernel and a bias set to
     the identity parameters of `transform`, so that θ is the identity for
-    every input until training moves it.
+    every input until training moves it. With a bounded `activation`, θ
+    stays in (-1, 1) whatever the net computes (ASTER's rectifier bounds its
+    control points so): `"tanh"` is `Dense(activation="tanh")`, `"sigmoid"`
+    is `2 σ(z) − 1` (a sigmoid `Dense` and `Rescaling(2, offset=-1)`), each
+    with the bias whose activation is the identity.
 
     Args:
         transform: name of the transform the head feeds, one of
             `keras_stn.transforms.SUPPORTED_TRANSFORMS`.
         control_points: for `"tps"`, the n of its n×n control points
-            (default 4); must match the `SpatialTransformer`'s.
+            (default 4) or an array `[K, 2]`; must match the
+            `SpatialTransformer`'s.
+        activation: `None` (default: linear), `"tanh"` or `"sigmoid"`. A
+            bounded head needs identity parameters inside (-1, 1): control
+            points with margins, e.g. `aster_control_points()`.
         **dense_kwargs: passed to `keras.layers.Dense` (e.g. `name`,
             `kernel_initializer` to start from small random weights instead
-            of zeros, `kernel_regularizer`). `units`, `bias_initializer` and
-            `use_bias` are fixed by the transform.
+            of zeros, `kernel_regularizer`). `units`, `bias_initializer`,
+            `use_bias` and `activation` are fixed by the transform.
 
     Returns:
-        A `keras.layers.Dense` layer.
+        A `keras.layers.Dense` layer (for `"sigmoid"`, a `keras.Sequential`
+        of the `Dense` and its rescaling).
 
     Example:
 
@@ -85,8 +133,14 @@ def localization_head(transform="affine", control_points=None, **dense_kwargs):
             f"the identity. Received: {', '.join(clashing)}"
         )
     dense_kwargs.setdefault("kernel_initializer", "zeros")
-    return keras.layers.Dense(
+    dense = keras.layers.Dense(
         transforms_lib.get(transform, control_points).num_params,
-        bias_initializer=IdentityInitializer(transform, control_points),
+        bias_initializer=IdentityInitializer(transform, control_points,
+                                             activation),
+        activation=activation,
         **dense_kwargs,
     )
+    if activation != "sigmoid":
+        return dense
+    return keras.Sequential([dense, keras.layers.Rescaling(2.0, offset=-1.0)],
+                            name=dense_kwargs.get("name"))

@@ -92,10 +92,17 @@ class SpatialTransformer(keras.layers.Layer):
         data_format: `"channels_last"` or `"channels_first"`; defaults to
             `keras.config.image_data_format()`.
         control_points: for `transform="tps"` only: n, for an n×n grid of
-            control points (default 4, the paper's 16). θ then holds the
-            `2 n²` source positions `(x, y)` of the control points (not
-            offsets); `localization_head("tps", control_points=n)` starts
-            at the identity.
+            control points (default 4, the paper's 16), or an array `[K, 2]`
+            of fixed control points over the output in normalised `(x, y)`
+            (e.g. `keras_stn.transforms.aster_control_points()`, two rows
+            for text rectification). θ then holds the `2 n²` (`2 K`) source
+            positions `(x, y)` of the control points (not offsets);
+            `localization_head("tps", control_points=...)` starts at the
+            identity.
+        localization_size: `(height, width)`, or `None` (default): the
+            localisation net sees the input bilinearly resized to this size
+            (as ASTER's rectifier sees a small copy of a large crop); the
+            sampler still reads the full input. Images only.
         localization_lr_multiplier: positive float (default 1). Scales the
             gradient flowing into the localisation net (the forward pass is
             unchanged), e.g. 0.1 to train it 10× slower as the paper does on
@@ -159,6 +166,7 @@ class SpatialTransformer(keras.layers.Layer):
         align_corners=False,
         data_format=None,
         control_points=None,
+        localization_size=None,
         localization_lr_multiplier=1.0,
         identity_regularization=0.0,
         return_theta=False,
@@ -177,6 +185,10 @@ class SpatialTransformer(keras.layers.Layer):
             # Serialised by name (and control points): what `get` takes.
             transform = self._transform.name
             control_points = getattr(self._transform, "control_points", None)
+        if isinstance(self._transform, transforms_lib.ThinPlateSpline) and (
+                control_points is not None):
+            # Points as a config holds them (lists), an n as it is.
+            control_points = self._transform.control_points_config()
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
         check_align_corners(align_corners)
@@ -196,6 +208,9 @@ class SpatialTransformer(keras.layers.Layer):
         self.align_corners = align_corners
         self.data_format = data_format
         self.control_points = control_points
+        self.localization_size = (
+            None if localization_size is None else check_size(
+                localization_size, ranks=(2,), argument="localization_size"))
         self.localization_lr_multiplier = _check_non_negative(
             "localization_lr_multiplier", localization_lr_multiplier,
             strictly=True)
@@ -257,6 +272,26 @@ class SpatialTransformer(keras.layers.Layer):
             )
         return tuple(int(size) for size in sizes)
 
+    def _localization_shape(self, input_shape):
+        """The shape of what the localisation net sees."""
+        if self.localization_size is None:
+            return tuple(input_shape)
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"Layer '{self.name}' has localization_size="
+                f"{self.localization_size}, which applies to images (rank "
+                f"4). Received: input_shape={tuple(input_shape)}")
+        if self.data_format == "channels_last":
+            return (input_shape[0], *self.localization_size, input_shape[-1])
+        return (input_shape[0], input_shape[1], *self.localization_size)
+
+    def _localization_inputs(self, inputs):
+        if self.localization_size is None:
+            return inputs
+        return ops.image.resize(inputs, self.localization_size,
+                                interpolation="bilinear",
+                                data_format=self.data_format)
+
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
         check_grid_memory(self._target_size(input_shape),
@@ -264,7 +299,8 @@ class SpatialTransformer(keras.layers.Layer):
         # A symbolic call builds any localisation net (Sequential, functional
         # or subclassed) and tells the shape of θ before any data flows.
         theta = self.localization_net(
-            keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+            keras.KerasTensor(self._localization_shape(input_shape),
+                              dtype=self.compute_dtype)
         )
         transform = self._transform_for(len(input_shape))
         error = transform.params_shape_error(tuple(theta.shape))
@@ -280,8 +316,10 @@ class SpatialTransformer(keras.layers.Layer):
                 f"Expected a floating dtype. Received: {dtype}"
             )
         rank = len(self._check_input_shape(inputs.shape))
+        self._localization_shape(inputs.shape)
         transform = self._transform_for(rank)
-        theta = self.localization_net(inputs, training=training)
+        theta = self.localization_net(self._localization_inputs(inputs),
+                                      training=training)
         # float32 (float64 under a float64 policy), checked to hold
         # num_params values per example even when its shape is dynamic.
         theta = transform.flatten(
@@ -360,6 +398,7 @@ class SpatialTransformer(keras.layers.Layer):
             "align_corners": self.align_corners,
             "data_format": self.data_format,
             "control_points": self.control_points,
+            "localization_size": self.localization_size,
             "localization_lr_multiplier": self.localization_lr_multiplier,
             "identity_regularization": self.identity_regularization,
             "return_theta": self.return_theta,

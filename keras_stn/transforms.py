@@ -307,47 +307,137 @@ def _tps_kernel(squared_distance):
     return np.where(squared_distance > 0, values, 0.0)
 
 
-class ThinPlateSpline(Transform):
-    """Thin-plate spline through an n×n grid of control points.
+def _checked_control_points(control_points):
+    """`(n, points)`: an int n ≥ 2 gives the n×n grid (`points` None); an
+    array-like `[K, 2]` of finite, not collinear points gives `(None,
+    points)` as a float64 array."""
+    if isinstance(control_points, (bool, np.bool_)):
+        control_points = None  # refused below, with the value received
+    elif isinstance(control_points, (int, np.integer)):
+        if control_points >= 2:
+            return int(control_points), None
+    elif control_points is not None and not isinstance(control_points, str):
+        try:
+            points = np.asarray(control_points, dtype=np.float64)
+        except (TypeError, ValueError):
+            points = None
+        if points is not None and points.ndim == 2 and points.shape[1] == 2:
+            return None, _checked_points(points, control_points)
+    raise ValueError(
+        "Invalid value for argument `control_points`. Expected an int n >= 2 "
+        "(an n×n grid) or an array of K >= 3 target points, shape [K, 2] in "
+        f"normalised (x, y). Received: control_points={control_points!r}")
 
-    The control points sit on a regular n×n grid over the output, at
-    normalised coordinates `linspace(-1, 1, n)` in x and y (row-major, x
-    fastest). θ holds, for each control point, the **source position**
-    `(x, y)` in the input it maps to: `2 n²` values ordered
+
+def _checked_points(points, received):
+    if len(points) < 3 or not np.all(np.isfinite(points)):
+        problem = ("fewer than 3 points" if len(points) < 3
+                   else "non-finite values")
+        raise ValueError(
+            "Invalid value for argument `control_points`: "
+            f"{problem}. Expected K >= 3 finite points [K, 2]. Received: "
+            f"control_points={received!r}")
+    centred = points - points.mean(axis=0)
+    if np.linalg.matrix_rank(centred, tol=1e-9) < 2:
+        raise ValueError(
+            "Invalid value for argument `control_points`: the points lie on "
+            "one line, which leaves the spline's affine part undetermined. "
+            f"Received: control_points={received!r}")
+    if len(np.unique(points, axis=0)) < len(points):
+        raise ValueError(
+            "Invalid value for argument `control_points`: two points "
+            f"coincide. Received: control_points={received!r}")
+    return points
+
+
+def aster_control_points(count=20, margins=(0.05, 0.05)):
+    """The control points of ASTER's and RARE's text rectifier: two rows,
+    along the top and the bottom of the output.
+
+    `count // 2` points evenly spaced across each row, the rows and the
+    outermost points `margins` in from the output's edges (fractions of its
+    width and height, as ASTER gives them: 0.05 → normalised ±0.9). Top row
+    first, each row left to right.
+
+    Args:
+        count: an even number of points, at least 4 (ASTER: 20).
+        margins: `(x, y)` margins, each in [0, 0.5).
+
+    Returns:
+        A float32 array `[count, 2]` of normalised `(x, y)` points, for
+        `SpatialTransformer(transform="tps", control_points=...)`.
+
+    Example:
+
+    >>> keras_stn.transforms.aster_control_points(4).tolist()
+    [[-0.8999999761581421, -0.8999999761581421], [0.8999999761581421, -0.8999999761581421], [-0.8999999761581421, 0.8999999761581421], [0.8999999761581421, 0.8999999761581421]]
+    """
+    if (isinstance(count, (bool, np.bool_))
+            or not isinstance(count, (int, np.integer)) or count < 4
+            or count % 2):
+        raise ValueError(
+            "Invalid value for argument `count`. Expected an even int >= 4. "
+            f"Received: count={count!r}")
+    try:
+        margin_x, margin_y = (float(m) for m in margins)
+    except (TypeError, ValueError):
+        margin_x = margin_y = None
+    if margin_x is None or not (0.0 <= margin_x < 0.5 and
+                                0.0 <= margin_y < 0.5):
+        raise ValueError(
+            "Invalid value for argument `margins`. Expected (x, y), each in "
+            f"[0, 0.5). Received: margins={margins!r}")
+    x = np.linspace(2.0 * margin_x - 1.0, 1.0 - 2.0 * margin_x, count // 2)
+    rows = [np.stack([x, np.full_like(x, y)], axis=-1)
+            for y in (2.0 * margin_y - 1.0, 1.0 - 2.0 * margin_y)]
+    return np.concatenate(rows).astype(np.float32)
+
+
+class ThinPlateSpline(Transform):
+    """Thin-plate spline through fixed control points.
+
+    The control points are fixed positions over the output, in normalised
+    `(x, y)`: an n×n grid at `linspace(-1, 1, n)` (row-major, x fastest)
+    for an int `control_points`, or any K points given as an array `[K, 2]`
+    (e.g. `aster_control_points()`, two rows along the top and bottom edges
+    for text rectification). θ holds, for each control point, the **source
+    position** `(x, y)` in the input it maps to: `2 K` values ordered
     `x0, y0, x1, y1, …`. The identity θ is the control points themselves.
     Every other output point maps to the thin-plate-spline interpolation
-    (kernel `U(r) = r² log r²` plus an affine part) of those positions.
+    (kernel `U(r) = r² log r²` plus an affine part) of those positions, which
+    passes through every control point exactly.
 
     The spline system depends only on the control points, so it is solved
     once, in NumPy: the grid is one matmul of a constant
-    `[height * width, n²]` matrix with θ — TFLite builtins only, no run-time
+    `[height * width, K]` matrix with θ — TFLite builtins only, no run-time
     matrix inverse.
 
     Args:
-        control_points: n, the number of control points per side (≥ 2).
+        control_points: an int n ≥ 2 (an n×n grid, `2 n²` parameters), or
+            an array-like `[K, 2]` of K ≥ 3 finite, distinct, not collinear
+            points (`2 K` parameters).
     """
 
     name = "tps"
 
     def __init__(self, control_points=4):
-        if isinstance(control_points, (bool, np.bool_)) or not isinstance(
-            control_points, (int, np.integer)
-        ) or control_points < 2:
-            raise ValueError(
-                "Invalid value for argument `control_points`. Expected an "
-                "int n >= 2 (an n×n grid). Received: "
-                f"control_points={control_points!r}"
-            )
-        self.control_points = int(control_points)
-        self.num_params = 2 * self.control_points**2
-        side = np.linspace(-1.0, 1.0, self.control_points)
-        x, y = np.meshgrid(side, side)
-        self._points = np.stack([x.ravel(), y.ravel()], axis=-1)  # [K, 2]
-        count = len(self._points)
-        affine = np.concatenate([np.ones((count, 1)), self._points], axis=1)
+        grid_side, points = _checked_control_points(control_points)
+        if points is None:
+            side = np.linspace(-1.0, 1.0, grid_side)
+            x, y = np.meshgrid(side, side)
+            points = np.stack([x.ravel(), y.ravel()], axis=-1)
+            self.control_points = grid_side
+        else:
+            # Hashable and JSON-serialisable: a tuple of (x, y) pairs.
+            self.control_points = tuple(
+                (float(x), float(y)) for x, y in points)
+        self._points = points  # [K, 2], float64
+        count = len(points)
+        self.num_params = 2 * count
+        affine = np.concatenate([np.ones((count, 1)), points], axis=1)
         system = np.zeros((count + 3, count + 3))
         system[:count, :count] = _tps_kernel(
-            np.sum((self._points[:, None] - self._points[None]) ** 2, -1)
+            np.sum((points[:, None] - points[None]) ** 2, -1)
         )
         system[:count, count:] = affine
         system[count:, :count] = affine.T
@@ -357,11 +447,23 @@ class ThinPlateSpline(Transform):
         self._matrices = {}
 
     @property
+    def points(self):
+        """The fixed control points, float32 `[K, 2]`."""
+        return self._points.astype(np.float32)
+
+    def control_points_config(self):
+        """`control_points` as a config holds it: the int n, or the points
+        as a list of `[x, y]` lists."""
+        if isinstance(self.control_points, int):
+            return self.control_points
+        return [list(point) for point in self.control_points]
+
+    @property
     def identity(self):
         return self._points.astype(np.float32).ravel()
 
     def interpolation_matrix(self, size, align_corners=False):
-        """NumPy `[height * width, n²]` matrix M with grid = M @ positions."""
+        """NumPy `[height * width, K]` matrix M with grid = M @ positions."""
         key = (tuple(size), align_corners)
         if key not in self._matrices:
             targets = homogeneous_meshgrid(size, align_corners, np.float64)
@@ -376,16 +478,18 @@ class ThinPlateSpline(Transform):
         return self._matrices[key]
 
     def grid_in(self, ops, params, size, align_corners):
-        positions = ops.reshape(params, (-1, self.control_points**2, 2))
+        positions = ops.reshape(params, (-1, len(self._points), 2))
         return grids.interpolated_grid(
             ops, self.interpolation_matrix(size, align_corners), positions,
             size)
 
     def __repr__(self):
-        return (
-            f"<Transform 'tps': {self.control_points}x{self.control_points} "
-            f"control points, {self.num_params} parameters>"
-        )
+        if isinstance(self.control_points, int):
+            layout = f"{self.control_points}x{self.control_points}"
+        else:
+            layout = f"{len(self._points)}"
+        return (f"<Transform 'tps': {layout} control points, "
+                f"{self.num_params} parameters>")
 
 
 class Displacement(Transform):
@@ -459,8 +563,9 @@ def get(name, control_points=None):
             instance of one of these
             transforms' classes, returned as is. `SpatialTransformer` takes
             the same.
-        control_points: for `"tps"` only, the n of its n×n control points
-            (default 4: the paper's 16 points).
+        control_points: for `"tps"` only: the n of an n×n grid of control
+            points (default 4: the paper's 16 points), or an array `[K, 2]`
+            of fixed points (`ThinPlateSpline`).
 
     Returns:
         A `Transform` instance.
@@ -479,8 +584,9 @@ def get(name, control_points=None):
                 f"{SUPPORTED_TRANSFORMS} or an instance of their classes "
                 "(a transform must be serialisable by name). Received: "
                 f"{type(name).__name__} instance {name!r}")
-        if control_points is not None and control_points != getattr(
-                name, "control_points", None):
+        if control_points is not None and (
+                not isinstance(name, ThinPlateSpline)
+                or ThinPlateSpline(control_points) != name):
             raise ValueError(
                 "Argument `control_points` contradicts the transform "
                 f"instance given. Received: transform={name!r}, "
