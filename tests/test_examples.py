@@ -211,3 +211,23 @@ def test_register_mnist_smoke(tmp_path):
     assert not [op for op in report["tflite"]["ops"] if "FLEX" in op]
     assert report["tflite"]["max_abs_difference"] < 1e-4
     assert (output_dir / "registration.png").is_file()
+
+
+@needs_mnist
+def test_rectify_digits_smoke(tmp_path):
+    output_dir = tmp_path / "rectify_digits"
+    result = subprocess.run(
+        [sys.executable, "examples/rectify_digits.py", "--smoke",
+         "--output-dir", str(output_dir)],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((output_dir / "report.json").read_text())
+    assert len(report["control_points"]) == 10
+    assert 0.0 < report["mse_identity"] < 1.0
+    assert 0.0 <= report["mse_rectified"] < 1.0
+    assert report["tflite_vs_keras_max_abs"] < 1e-4
+    assert "RESIZE_BILINEAR" in report["tflite_ops"]
+    assert not [op for op in report["tflite_ops"] if "FLEX" in op]
+    for name in ("rectified.png", "model.keras", "rectifier.tflite"):
+        assert (output_dir / name).is_file()
