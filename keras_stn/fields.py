@@ -27,6 +27,7 @@ import numpy as np
 from keras import ops
 
 from keras_stn.core.checks import check_align_corners
+from keras_stn.core.checks import check_antialias
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
 from keras_stn.core.checks import check_size
@@ -134,7 +135,7 @@ def _sampling_grid(displacement_xy, image_spatial):
 
 
 def warp(images, displacement, interpolation="bilinear", padding_mode="zeros",
-         indexing="xy"):
+         indexing="xy", antialias=False):
     """Samples `images` at φ_u(p) = p + u(p) for every output pixel p.
 
     Convention:
@@ -154,6 +155,9 @@ def warp(images, displacement, interpolation="bilinear", padding_mode="zeros",
             trilinear on volumes).
         padding_mode: as in `keras_stn.grid_sample` (default `"zeros"`).
         indexing: `"xy"` or `"ij"`, the order of the field's last axis.
+        antialias: bool (default False): prefilter where the warp shrinks
+            the image, as `keras_stn.grid_sample(..., antialias=True)`
+            (bilinear 2-D images).
 
     Returns:
         `images` warped: `[batch, *out_spatial, channels]`, of `images`'
@@ -170,6 +174,7 @@ def warp(images, displacement, interpolation="bilinear", padding_mode="zeros",
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_indexing(indexing)
+    check_antialias(antialias, interpolation)
     displacement = _to_xy(_field(displacement), indexing)
     if not isinstance(images, keras.KerasTensor):
         images = ops.convert_to_tensor(images)
@@ -186,7 +191,8 @@ def warp(images, displacement, interpolation="bilinear", padding_mode="zeros",
             f"dimensions. Received: images.shape={tuple(images.shape)}")
     grid = _sampling_grid(displacement, image_spatial)
     return grid_sample(images, grid, interpolation=interpolation,
-                       padding_mode=padding_mode, align_corners=False)
+                       padding_mode=padding_mode, align_corners=False,
+                       antialias=antialias)
 
 
 def _sample_field(field_xy, displacement_xy, padding_mode):

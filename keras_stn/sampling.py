@@ -13,6 +13,7 @@ from keras_stn import backends
 from keras_stn.core.checks import SUPPORTED_INTERPOLATION  # noqa: F401
 from keras_stn.core.checks import SUPPORTED_PADDING_MODES  # noqa: F401
 from keras_stn.core.checks import check_align_corners
+from keras_stn.core.checks import check_antialias
 from keras_stn.core.checks import check_images_and_grid
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
@@ -32,6 +33,7 @@ def grid_sample(
     padding_mode="zeros",
     align_corners=False,
     name=None,
+    antialias=False,
 ):
     """Samples a batch of NHWC images (or NDHWC volumes) at grid coordinates.
 
@@ -68,6 +70,15 @@ def grid_sample(
         padding_mode: `"zeros"`, `"border"` or `"reflection"`.
         align_corners: bool, as in PyTorch.
         name: optional name scope.
+        antialias: bool (default False). True filters before reading where
+            the grid samples the image more sparsely than one sample per
+            input pixel (a warp that shrinks it): a mip-map of 2×2 box
+            averages, the level chosen per output pixel from the grid's
+            own derivatives (its footprint in input pixels), the two
+            nearest levels blended (`keras_stn.kernels.antialias`). Where
+            the warp magnifies, the result is plain sampling. Bilinear 2-D
+            images of static size only; differentiable with respect to
+            images and grid; TFLite builtins only.
 
     Returns:
         A tensor `[batch, out_height, out_width, channels]` (volumes:
@@ -93,15 +104,20 @@ def grid_sample(
     check_interpolation(interpolation)
     check_padding_mode(padding_mode)
     check_align_corners(align_corners)
+    check_antialias(antialias, interpolation)
     if backends.is_symbolic(images, grid):
         return _GridSample(interpolation, padding_mode, align_corners,
-                           name).symbolic_call(images, grid)
+                           name, antialias).symbolic_call(images, grid)
     backend = backends.for_values(images, grid)
     images, _ = backends.checked(images, backend)
     grid, _ = backends.checked(grid, backend)
     check_images_and_grid(shape_of(images), dtype_of(images), shape_of(grid),
                           dtype_of(grid))
     check_spatial_rank(shape_of(images), interpolation)
+    if antialias:
+        check_antialias(antialias, interpolation, shape_of(images))
+        return backend.antialiased_grid_sample(images, grid, padding_mode,
+                                               align_corners, name=name)
     return backend.grid_sample(images, grid, interpolation, padding_mode,
                                align_corners, name=name)
 
@@ -167,17 +183,21 @@ def _sampled_spec(images, grid_shape):
 class _GridSample(keras.Operation):
     """`grid_sample` as a Keras operation, for symbolic (functional) calls."""
 
-    def __init__(self, interpolation, padding_mode, align_corners, name):
+    def __init__(self, interpolation, padding_mode, align_corners, name,
+                 antialias=False):
         super().__init__(name=name)
         self.options = (interpolation, padding_mode, align_corners)
+        self.antialias = antialias
 
     def call(self, images, grid):
-        return grid_sample(images, grid, *self.options)
+        return grid_sample(images, grid, *self.options,
+                           antialias=self.antialias)
 
     def compute_output_spec(self, images, grid):
         check_images_and_grid(shape_of(images), dtype_of(images),
                               shape_of(grid), dtype_of(grid))
         check_spatial_rank(shape_of(images), self.options[0])
+        check_antialias(self.antialias, self.options[0], shape_of(images))
         return _sampled_spec(images, tuple(grid.shape))
 
 

@@ -8,12 +8,14 @@ from keras import ops
 
 from keras_stn import backends
 from keras_stn import fields
+from keras_stn import sampling
 from keras_stn import transforms as transforms_lib
 from keras_stn.core.scopes import GRID_SCOPE  # noqa: F401 (export)
 from keras_stn.core.scopes import SAMPLER_SCOPE  # noqa: F401
 from keras_stn.core.checks import check_size
 from keras_stn.core.meshgrid import check_grid_memory
 from keras_stn.core.checks import check_align_corners
+from keras_stn.core.checks import check_antialias
 from keras_stn.core.checks import check_interpolation
 from keras_stn.core.checks import check_padding_mode
 from keras_stn.core.coordinates import coordinate_dtype
@@ -99,6 +101,10 @@ class SpatialTransformer(keras.layers.Layer):
             positions `(x, y)` of the control points (not offsets);
             `localization_head("tps", control_points=...)` starts at the
             identity.
+        antialias: bool (default False): prefilter where the warp shrinks
+            the input (a mip-map blended per output pixel, as
+            `keras_stn.grid_sample(..., antialias=True)`); where it
+            magnifies, plain sampling. Bilinear images only.
         localization_size: `(height, width)`, or `None` (default): the
             localisation net sees the input bilinearly resized to this size
             (as ASTER's rectifier sees a small copy of a large crop); the
@@ -166,6 +172,7 @@ class SpatialTransformer(keras.layers.Layer):
         align_corners=False,
         data_format=None,
         control_points=None,
+        antialias=False,
         localization_size=None,
         localization_lr_multiplier=1.0,
         identity_regularization=0.0,
@@ -192,6 +199,7 @@ class SpatialTransformer(keras.layers.Layer):
         check_interpolation(interpolation)
         check_padding_mode(padding_mode)
         check_align_corners(align_corners)
+        check_antialias(antialias, interpolation)
         if data_format is None:
             data_format = keras.config.image_data_format()
         if data_format not in _SUPPORTED_DATA_FORMATS:
@@ -208,6 +216,7 @@ class SpatialTransformer(keras.layers.Layer):
         self.align_corners = align_corners
         self.data_format = data_format
         self.control_points = control_points
+        self.antialias = bool(antialias)
         self.localization_size = (
             None if localization_size is None else check_size(
                 localization_size, ranks=(2,), argument="localization_size"))
@@ -294,6 +303,10 @@ class SpatialTransformer(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
+        if self.antialias and len(input_shape) != 4:
+            raise ValueError(
+                f"Layer '{self.name}' has antialias=True, which filters 2-D "
+                f"images (rank 4). Received: input_shape={input_shape}")
         check_grid_memory(self._target_size(input_shape),
                           argument="output_size")
         # A symbolic call builds any localisation net (Sequential, functional
@@ -351,7 +364,13 @@ class SpatialTransformer(keras.layers.Layer):
                     [i / o for i, o in zip(input_size[::-1], size[::-1])],
                     theta.dtype)
             outputs = fields.warp(images, theta, self.interpolation,
-                                  self.padding_mode)
+                                  self.padding_mode, antialias=self.antialias)
+        elif self.antialias:
+            grid = backends.for_values(images, theta).transform_grid(
+                transform, theta, size, self.align_corners)
+            outputs = sampling.grid_sample(
+                images, grid, self.interpolation, self.padding_mode,
+                self.align_corners, antialias=True)
         else:
             outputs = backends.for_values(images, theta).warp(
                 images, transform, theta, size, self.interpolation,
@@ -398,6 +417,7 @@ class SpatialTransformer(keras.layers.Layer):
             "align_corners": self.align_corners,
             "data_format": self.data_format,
             "control_points": self.control_points,
+            "antialias": self.antialias,
             "localization_size": self.localization_size,
             "localization_lr_multiplier": self.localization_lr_multiplier,
             "identity_regularization": self.identity_regularization,

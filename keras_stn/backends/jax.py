@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from keras_stn.backends import keras_ops as ops
+from keras_stn.kernels import antialias as _antialias
 from keras_stn.kernels import bilinear as _bilinear
 from keras_stn.kernels import coordinates as _coordinates
 from keras_stn.kernels import grids
@@ -80,6 +81,19 @@ def grid_sample(images, grid, interpolation, padding_mode, align_corners,
                 name=None):
     return _grid_sample(images, grid, interpolation, padding_mode,
                         align_corners)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _antialiased_grid_sample(images, grid, padding_mode, align_corners):
+    grid = ops.cast(grid, ops.coordinate_dtype(grid))
+    return _antialias.sample(ops, images, grids.split(grid), padding_mode,
+                             align_corners)
+
+
+def antialiased_grid_sample(images, grid, padding_mode, align_corners,
+                            name=None):
+    return _antialiased_grid_sample(images, grid, padding_mode,
+                                    align_corners)
 
 
 def sample_coordinates(images, coords, interpolation, padding_mode,

@@ -16,6 +16,7 @@ concatenate = _ops.concatenate
 equal = _ops.equal
 expand_dims = _ops.expand_dims
 floor = _ops.floor
+log = _ops.log
 logical_and = _ops.logical_and
 matmul = _ops.matmul
 not_equal = _ops.not_equal
@@ -76,6 +77,12 @@ def arange(count):
 
 def take(flat, index):
     return _ops.take(flat, index, axis=0)
+
+
+def average_pool_2x2(images):
+    """2×2 box averages of `[batch, height, width, channels]` (even sizes)."""
+    return _ops.average_pool(images, 2, strides=2, padding="valid",
+                             data_format="channels_last")
 
 
 def weighted(weight, values):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from keras_stn.backends import keras_ops as ops
 from keras_stn.core import coordinates as _coordinates
 from keras_stn.core.meshgrid import warn_if_degenerate
+from keras_stn.kernels import antialias as _antialias
 from keras_stn.kernels import grids
 
 NAME = "torch"
@@ -112,6 +113,16 @@ def grid_sample(images, grid, interpolation, padding_mode, align_corners,
                            padding_mode=padding_mode,
                            align_corners=align_corners)
     return output.permute(0, *range(2, spatial + 2), 1).to(images.dtype)
+
+
+def antialiased_grid_sample(images, grid, padding_mode, align_corners,
+                            name=None):
+    """The mip-map sampler of `keras_stn.kernels.antialias` in `keras.ops`
+    (torch's `grid_sample` has no prefilter)."""
+    images, grid = ops.convert(images), ops.convert(grid)
+    grid = grid.to(_TORCH_DTYPES[ops.coordinate_dtype(grid)])
+    return _antialias.sample(ops, images, grids.split(grid), padding_mode,
+                             align_corners)
 
 
 def sample_coordinates(images, coords, interpolation, padding_mode,

@@ -123,6 +123,27 @@ def check_spatial_rank(shape, interpolation):
         )
 
 
+def check_antialias(antialias, interpolation=None, shape=None):
+    """Raises unless `antialias` is a bool and, when True, applies: bilinear
+    sampling of 2-D images whose height and width are known."""
+    if not isinstance(antialias, (bool, np.bool_)):
+        raise TypeError(
+            "Invalid value for argument `antialias`. Expected a bool. "
+            f"Received: antialias={antialias!r}")
+    if not antialias:
+        return
+    if interpolation is not None and interpolation != "bilinear":
+        raise ValueError(
+            "Invalid value for argument `interpolation`: antialias=True "
+            "filters bilinear sampling only. Expected 'bilinear'. Received: "
+            f"interpolation={interpolation!r}")
+    if shape is not None and (len(shape) != 4 or None in tuple(shape)[1:3]):
+        raise ValueError(
+            "antialias=True samples 2-D images whose height and width are "
+            "known when the op is built ([batch, height, width, channels]). "
+            f"Received: images.shape={_text(shape)}")
+
+
 def _is_floating(dtype):
     return dtype.startswith(("float", "bfloat"))
 

@@ -26,6 +26,7 @@ from keras_stn.kernels import grids
 NAME = "tensorflow"
 
 grid_sample = _sampling.grid_sample
+antialiased_grid_sample = _sampling.antialiased_grid_sample
 sample_coordinates = _sampling.sample_coordinates
 
 

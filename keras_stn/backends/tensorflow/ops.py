@@ -16,6 +16,7 @@ abs = tf.abs  # noqa: A001 - the namespace's name for it
 equal = tf.equal
 expand_dims = tf.expand_dims
 floor = tf.floor
+log = tf.math.log
 logical_and = tf.logical_and
 matmul = tf.matmul
 not_equal = tf.not_equal
@@ -90,6 +91,12 @@ def arange(count):
 
 def take(flat, index):
     return tf.gather(flat, index)
+
+
+def average_pool_2x2(images):
+    """2×2 box averages of `[batch, height, width, channels]` (even sizes):
+    TFLite's AVERAGE_POOL_2D."""
+    return tf.nn.avg_pool2d(images, 2, 2, "VALID")
 
 
 def weighted(weight, values):

@@ -17,6 +17,7 @@ from keras_stn.backends.tensorflow.compilation import current_target
 from keras_stn.backends.tensorflow.compilation import recording_gradients
 from keras_stn.backends.tensorflow.grid import coordinate_dtype
 from keras_stn.core.scopes import GRID_SAMPLE_SCOPE as SCOPE
+from keras_stn.kernels import antialias
 from keras_stn.kernels import coordinates
 from keras_stn.kernels import sampler
 
@@ -42,6 +43,24 @@ def _sample_grid(images, grid, interpolation, padding_mode, align_corners):
     spatial = images.shape.rank - 2
     return _sample(images, [grid[..., axis] for axis in range(spatial)],
                    interpolation, padding_mode, align_corners)
+
+
+def antialiased_grid_sample(images, grid, padding_mode, align_corners,
+                            name=None):
+    """`keras_stn.grid_sample(..., antialias=True)` on checked arguments
+    (bilinear 2-D images of static size), in TF ops (an XLA cluster in TF's
+    runtime: `clusters`)."""
+    with tf.name_scope(name or SCOPE):
+        images, (grid,) = checked_at_run_time(
+            tf.convert_to_tensor(images), [tf.convert_to_tensor(grid)])
+
+        def body(images, grid):
+            grid = tf.cast(grid, coordinate_dtype(grid.dtype))
+            return antialias.sample(ops, images, [grid[..., 0], grid[..., 1]],
+                                    padding_mode, align_corners)
+
+        return clusters.run("antialiased_grid_sample", body, [images, grid],
+                            (padding_mode, align_corners))
 
 
 def sample_coordinates(images, coords, interpolation, padding_mode,
