@@ -34,6 +34,7 @@ from keras_stn.core.checks import check_size
 from keras_stn.core.coordinates import coordinate_dtype
 from keras_stn.core.meshgrid import homogeneous_meshgrid
 from keras_stn.grid import affine_grid
+from keras_stn.kernels import differences
 from keras_stn.sampling import grid_sample
 
 SUPPORTED_INDEXING = ("xy", "ij")
@@ -395,29 +396,13 @@ def resize(displacement, size, indexing="xy"):
 
 
 def _along(values, axis, start, stop):
-    """`values[..., start:stop, ...]` on `axis`."""
-    index = [slice(None)] * len(values.shape)
-    index[axis] = slice(start, stop)
-    return values[tuple(index)]
+    return differences.along(values, axis, start, stop)
 
 
 def _derivative(values, axis):
-    """d values / d index along `axis`: central differences inside,
-    one-sided at the two ends, zero along a one-pixel axis (NumPy's
-    `np.gradient` with `edge_order=1`)."""
-    size = values.shape[axis]
-    if size == 1:
-        return ops.zeros_like(values)
-
-    def part(start, stop):
-        return _along(values, axis, start, stop)
-
-    first = part(1, 2) - part(0, 1)
-    last = part(size - 1, size) - part(size - 2, size - 1)
-    if size == 2:
-        return ops.concatenate([first, last], axis=axis)
-    inside = (part(2, size) - part(0, size - 2)) * 0.5
-    return ops.concatenate([first, inside, last], axis=axis)
+    """d values / d index along `axis` (`kernels.differences.derivative`
+    in `keras.ops`)."""
+    return differences.derivative(ops, values, axis)
 
 
 def _jacobian(field_xy):

@@ -25,6 +25,7 @@ reshape = _ops.reshape
 stack = _ops.stack
 stop_gradient = _ops.stop_gradient
 where = _ops.where
+zeros_like = _ops.zeros_like
 
 
 def dtype(value):

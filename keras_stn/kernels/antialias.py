@@ -36,6 +36,7 @@ import math
 
 from keras_stn.core.coordinates import SNAP_RELATIVE
 from keras_stn.kernels import coordinates as _coordinates
+from keras_stn.kernels import differences
 from keras_stn.kernels.sampler import _clamped_int as _clamped
 from keras_stn.kernels.sampler import _in_range as _inside
 
@@ -71,31 +72,12 @@ def pyramid(ops, images, count):
     return result
 
 
-def _derivative(ops, values, axis):
-    """The derivative of `values [batch, rows, cols]` along `axis` (1 or 2),
-    per output pixel: central differences inside, one-sided at the edges
-    (NumPy's `gradient`), zero for an axis of one pixel."""
-    size = values.shape[axis]
-    if size == 1:
-        return values * 0.0
-
-    def part(start, stop):
-        return values[:, start:stop] if axis == 1 else values[:, :, start:stop]
-
-    first = part(1, 2) - part(0, 1)
-    last = part(size - 1, size) - part(size - 2, size - 1)
-    if size == 2:
-        return ops.concatenate([first, last], axis=axis)
-    inside = (part(2, size) - part(0, size - 2)) * 0.5
-    return ops.concatenate([first, inside, last], axis=axis)
-
-
 def level_of_detail(ops, x, y, count):
     """λ per output pixel from pixel coordinates `x`, `y` `[batch, rows,
     cols]` of the image: log2 of the longer derivative vector's length less
     `LOD_BIAS`, in [0, count]; NaN footprints give 0."""
-    dx_cols, dy_cols = _derivative(ops, x, 2), _derivative(ops, y, 2)
-    dx_rows, dy_rows = _derivative(ops, x, 1), _derivative(ops, y, 1)
+    dx_cols, dy_cols = [differences.derivative(ops, c, 2) for c in (x, y)]
+    dx_rows, dy_rows = [differences.derivative(ops, c, 1) for c in (x, y)]
     squared = ops.maximum(dx_cols * dx_cols + dy_cols * dy_cols,
                           dx_rows * dx_rows + dy_rows * dy_rows)
     squared = ops.where(ops.not_equal(squared, squared), 1.0, squared)

@@ -22,6 +22,7 @@ matmul = tf.matmul
 not_equal = tf.not_equal
 ones_like = tf.ones_like
 stop_gradient = tf.stop_gradient
+zeros_like = tf.zeros_like
 maximum = tf.maximum
 minimum = tf.minimum
 
