@@ -85,17 +85,24 @@ def export_onnx(model, path, opset=None, check=True):
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    with _traced_for_onnx(), _exporter_warnings_silenced():
+    # On TensorFlow no XLA cluster is traced: `clusters` sees Keras' ONNX
+    # trace itself (as for a plain `model.export(path, format="onnx")`).
+    with _exporter_warnings_silenced():
         model.export(path, format="onnx", verbose=False,
                      input_signature=signature, opset_version=opset)
     if check:
-        parity = onnx_parity(model, path)
-        if parity["max_abs"] > PARITY_TOLERANCE:
-            raise ValueError(
-                f"The ONNX file {path!r} disagrees with the model: max "
-                f"|ONNX - Keras| = {parity['max_abs']:.3g} > "
-                f"{PARITY_TOLERANCE} on uniform inputs.")
+        check_parity(onnx_parity(model, path), path)
     return path
+
+
+def check_parity(parity, path):
+    """Raises a `ValueError` if `parity` (from `onnx_parity`) exceeds
+    `PARITY_TOLERANCE`."""
+    if parity["max_abs"] > PARITY_TOLERANCE:
+        raise ValueError(
+            f"The ONNX file {path!r} disagrees with the model: max "
+            f"|ONNX - Keras| = {parity['max_abs']:.3g} > "
+            f"{PARITY_TOLERANCE} on uniform inputs.")
 
 
 def input_signature(model):
@@ -114,19 +121,6 @@ def input_signature(model):
     specs = [keras.InputSpec(shape=(None, *tuple(x.shape[1:])),
                              dtype=x.dtype) for x in inputs]
     return [specs] if len(specs) > 1 else specs
-
-
-@contextlib.contextmanager
-def _traced_for_onnx():
-    """TensorFlow: the runtime formulation, no XLA cluster (tf2onnx cannot
-    convert a compiled call; `clusters` also sees Keras' ONNX trace)."""
-    if keras.backend.backend() != "tensorflow":
-        yield
-        return
-    from keras_stn.core import config
-
-    with config.use_jit_compile(False):
-        yield
 
 
 @contextlib.contextmanager
