@@ -49,6 +49,30 @@ class TestExactCases:
         np.testing.assert_allclose(_numpy(filtered), _numpy(plain),
                                    atol=1e-6, rtol=0)
 
+    @pytest.mark.parametrize("align_corners", [False, True])
+    def test_identity_is_exact_with_plain_derivatives(self, align_corners):
+        """The identity θ puts every sample on a pixel centre (the kinks):
+        the input comes back, and the derivatives are the plain sampler's
+        (checked against PyTorch's there by the torch suite)."""
+        from tests.autodiff import backend_vjp
+
+        images = _images((2, 7, 9, 2))
+        grid = _numpy(keras_stn.affine_grid(
+            np.tile(np.eye(2, 3, dtype="float32").reshape(1, 6), (2, 1)),
+            (7, 9), align_corners))
+        cotangent = _images((2, 7, 9, 2), seed=5) - 0.5
+
+        def sample(antialias):
+            return lambda i, g: keras_stn.grid_sample(
+                i, g, align_corners=align_corners, antialias=antialias)
+
+        values, grads = backend_vjp(sample(True), [images, grid], cotangent)
+        plain_values, plain_grads = backend_vjp(sample(False),
+                                                [images, grid], cotangent)
+        np.testing.assert_array_equal(values, images)
+        for grad, plain in zip(grads, plain_grads):
+            np.testing.assert_allclose(grad, plain, atol=1e-5, rtol=1e-5)
+
     def test_a_2x_shrink_is_the_box_average(self):
         images = _images((2, 16, 24, 2))
         grid = _affine([1, 0, 0, 0, 1, 0], 2, (8, 12))
