@@ -154,10 +154,10 @@ def test_parameter_ranges():
         assert scale.min() >= 0.75 and scale.max() <= 1.0
     tc = params["TC"]
     positions_ = tc["clutter_position"].numpy()
-    sources = tc["clutter_source"].numpy()
-    assert positions_.shape == (many, 6, 2)
+    choice = tc["clutter_choice"].numpy()
+    assert positions_.shape == (many, 6, 2) and choice.shape == (many, 6)
     assert positions_.min() == 0 and positions_.max() == 54
-    assert sources.min() == 0 and sources.max() == 22
+    assert choice.min() >= 0.0 and choice.max() < 1.0
     assert (positions_ == np.round(positions_)).all()
 
 
@@ -294,6 +294,54 @@ def test_clutter_patches_come_from_their_source_position():
             layer[top:top + 6, left:left + 6],
             digits[0, index, sr:sr + 6, sc:sc + 6, 0])
     assert (layer > 0).sum() == 6 * 36 - 1  # digit 0's pixel (0, 0) is 0
+
+
+def reference_clutter_sources(digits, choice):
+    """Corners whose 6×6 patch holds ≥ half the richest patch's ink, in
+    row-major order; the floor(choice × count)-th; written out."""
+    corners = np.zeros(choice.shape + (2,), np.int64)
+    for item, patch in np.ndindex(*choice.shape):
+        image = digits[item, patch, ..., 0].astype(np.float64)
+        ink = np.array([[image[r:r + 6, c:c + 6].sum() for c in range(23)]
+                        for r in range(23)])
+        allowed = np.argwhere(ink >= 0.5 * ink.max())
+        corners[item, patch] = allowed[
+            min(int(choice[item, patch] * len(allowed)), len(allowed) - 1)]
+    return corners
+
+
+@needs_mnist
+def test_clutter_is_cut_where_its_digit_has_ink():
+    digits, _ = datasets.mnist_arrays("test", mnist_dir=MNIST_DIR)
+    clutter = (digits[:60].reshape(10, 6, 28, 28, 1) / 255.0).astype(np.float32)
+    choice = np.random.default_rng(0).random((10, 6)).astype(np.float32)
+    choice[0] = [0.0, 0.999999, 0.5, 0.25, 0.75, 0.1]  # the ends included
+    corners = datasets.clutter_sources(clutter, choice).numpy()
+    np.testing.assert_array_equal(corners, reference_clutter_sources(
+        clutter, choice))
+    for item, patch in np.ndindex(10, 6):
+        row, col = corners[item, patch]
+        cut = clutter[item, patch, row:row + 6, col:col + 6, 0]
+        # A stroke crosses every patch: it is never a blank margin.
+        assert cut.sum() >= 3.0, (item, patch, cut.sum())
+    # A blank digit keeps every corner: choice spans all 23 × 23.
+    blank = np.zeros((1, 6, 28, 28, 1), np.float32)
+    ends = datasets.clutter_sources(
+        blank, np.array([[0.0, 0.999999, 0.5, 0.0, 0.0, 0.0]], np.float32))
+    assert ends.numpy()[0, :3].tolist() == [[0, 0], [22, 22], [11, 11]]
+
+
+@needs_mnist
+def test_tc_clutter_carries_ink_in_the_stream():
+    # On real test images every clutter patch adds ink to the canvas: the
+    # canvas outside the digit holds six patches' worth of strokes.
+    images, _ = samples("TC", count=32)
+    params = datasets.sample_distortions(
+        "TC", datasets.stream_seed("test", 3), positions(32))
+    ink = images.numpy()[..., 0]
+    for index in range(32):
+        for top, left in params["clutter_position"].numpy()[index].astype(int):
+            assert ink[index, top:top + 6, left:left + 6].sum() >= 3.0
 
 
 def test_warps_are_one_grid_sample_per_batch(monkeypatch):
@@ -436,6 +484,11 @@ def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"`transform`.*\['affine'\].*'tps'"):
         experiment.run(distortion="TC", transform="tps",
                        output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"`dropout`.*Received: dropout=1.5"):
+        experiment.run(dropout=1.5, output_dir=str(tmp_path))
+    with pytest.raises(ValueError,
+                       match=r"`weight_decay`.*Received: weight_decay=-1"):
+        experiment.run(weight_decay=-1, output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
 
 

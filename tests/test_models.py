@@ -44,3 +44,64 @@ def test_with_transformer_output():
     assert tuple(warped.shape) == (3, 28, 28, 1)
     with pytest.raises(ValueError, match="SpatialTransformer"):
         models.with_transformer_output(models.paper_cnn((28, 28, 1)))
+
+
+def test_dropout_sits_before_the_logits_of_both_classifiers():
+    cnn = models.paper_cnn((28, 28, 1), dropout=0.5)
+    st_cnn = models.paper_st_cnn((42, 42, 1), output_size=(28, 28),
+                                 dropout=0.5)
+    for model in (cnn, st_cnn):
+        names = [layer.name for layer in model.layers]
+        assert names[-3:] == ["flatten", "dropout", "logits"]
+        assert model.get_layer("dropout").rate == 0.5
+    # The localisation net has none: the transformer is deterministic.
+    loc = st_cnn.layers[0].localization_net
+    assert not [layer for layer in loc.layers
+                if isinstance(layer, keras.layers.Dropout)]
+    # Inference ignores it: the same outputs as without dropout's layer.
+    plain = models.paper_cnn((28, 28, 1))
+    plain.set_weights(cnn.get_weights())
+    images = np.random.default_rng(2).uniform(size=(3, 28, 28, 1)).astype(
+        "float32")
+    assert_close(keras.ops.convert_to_numpy(cnn(images)),
+                 keras.ops.convert_to_numpy(plain(images)), kind="exact")
+    # Training drops about half of the features: the outputs change.
+    trained = keras.ops.convert_to_numpy(cnn(images, training=True))
+    assert not np.allclose(trained, keras.ops.convert_to_numpy(plain(images)))
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, "0.5", True, float("nan")])
+def test_bad_dropout_is_refused_by_name(dropout):
+    with pytest.raises(ValueError, match="`dropout`.*Received: dropout="):
+        models.paper_cnn((28, 28, 1), dropout=dropout)
+
+
+def test_weight_decay_shrinks_the_classifiers_kernels_only():
+    from keras_stn.paper import experiment
+
+    model = models.paper_st_cnn((42, 42, 1), output_size=(28, 28))
+    experiment.compile_model(model, learning_rate=0.1, total_steps=10,
+                             weight_decay=0.5)
+    optimizer = model.optimizer
+    variables = model.trainable_variables
+    optimizer.build(variables)
+    before = [keras.ops.convert_to_numpy(v) for v in variables]
+    # Zero gradients: Adam moves nothing, so only the decay acts, by
+    # learning rate × weight decay = 5 % at the schedule's first step.
+    optimizer.apply_gradients(
+        [(keras.ops.zeros(v.shape), v) for v in variables])
+    transformer = {id(v) for v in model.layers[0].trainable_variables}
+    decayed = 0
+    for variable, old in zip(variables, before):
+        new = keras.ops.convert_to_numpy(variable)
+        if id(variable) in transformer or variable.name == "bias":
+            np.testing.assert_array_equal(new, old, err_msg=variable.path)
+        else:
+            np.testing.assert_allclose(new, 0.95 * old, rtol=1e-6,
+                                       err_msg=variable.path)
+            decayed += 1
+    assert decayed == 3  # the two convolutions' and the logits' kernels
+    with pytest.raises(ValueError, match="`weight_decay`.*Received: "
+                                         "weight_decay=-0.1"):
+        experiment.compile_model(models.paper_cnn((28, 28, 1)), 0.1, 10,
+                                 weight_decay=-0.1)

@@ -220,14 +220,16 @@ RECIPES = {
     "P": {"scale": (0.75, 1.0), "corner_noise_std": 5.0},
     "E": {"scale": (0.75, 1.0), "control_noise_std": 1.5,
           "control_points": 4},
-    "TC": {"clutter_patches": 6, "clutter_patch": 6},
+    "TC": {"clutter_patches": 6, "clutter_patch": 6,
+           "clutter_min_ink": 0.5},
 }
 _DIGIT = 28
 _TC_PATCHES = RECIPES["TC"]["clutter_patches"]
 _TC_PATCH = RECIPES["TC"]["clutter_patch"]
+_TC_MIN_INK = RECIPES["TC"]["clutter_min_ink"]
 # Draw indices of the hash: one per random quantity, never reused.
 _DRAWS = {"angle": 0, "scale": 1, "placement": 2, "corner_noise": 3,
-          "control_noise": 4, "clutter_source": 5, "clutter_position": 6}
+          "control_noise": 4, "clutter_choice": 5, "clutter_position": 6}
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
@@ -308,9 +310,10 @@ def sample_distortions(distortion, seed, positions):
         (radians, `[batch]`), `scale` (`[batch]`), `placement` (`[batch, 2]`
         in [0, 1): where in its allowed range the digit goes, x then y),
         `corner_noise` (pixels, `[batch, 4, 2]`), `control_noise` (pixels,
-        `[batch, 16, 2]`), `clutter_source` (row and column of each 6×6
-        patch in its digit, `[batch, 6, 2]`), `clutter_position` (its
-        top-left corner in the canvas, `[batch, 6, 2]`).
+        `[batch, 16, 2]`), `clutter_choice` (in [0, 1), `[batch, 6]`:
+        which of its digit's inked patches each 6×6 clutter patch is, see
+        `clutter_sources`), `clutter_position` (its top-left corner in the
+        canvas, `[batch, 6, 2]`).
 
     Example:
 
@@ -339,9 +342,8 @@ def sample_distortions(distortion, seed, positions):
             (count, 2))
     if distortion == "TC":
         patches = (_TC_PATCHES, 2)
-        params["clutter_source"] = tf.floor(_range(
-            seed, positions, "clutter_source", 0.0,
-            _DIGIT - _TC_PATCH + 1.0, patches))
+        params["clutter_choice"] = _uniform(seed, positions, "clutter_choice",
+                                            (_TC_PATCHES,))
         params["clutter_position"] = tf.floor(_range(
             seed, positions, "clutter_position", 0.0,
             CANVAS_SIZES["TC"] - _TC_PATCH + 1.0, patches))
@@ -445,13 +447,64 @@ def distortion_grids(images, distortion, params):
     return tps.grid(tf.reshape(positions, [-1, 32]), (size, size))
 
 
+def clutter_sources(clutter, choice):
+    """Where TC's clutter patches are cut from their digits: inked places.
+
+    A 6×6 patch may be cut at any top-left corner whose patch holds at
+    least `RECIPES["TC"]["clutter_min_ink"]` (half) of the ink of the
+    digit's most inked patch; `choice` picks one of those corners
+    uniformly (in row-major order, the `floor(choice × count)`-th). So
+    every patch carries strokes, as the paper's clutter does, rather than
+    the blank margins a uniform corner often falls on (a third of them
+    on MNIST). A blank digit keeps every corner.
+
+    Args:
+        clutter: float32 `[batch, 6, 28, 28, 1]`, the digits.
+        choice: float32 `[batch, 6]` in [0, 1).
+
+    Returns:
+        int32 `[batch, 6, 2]`: row and column of each patch's top-left
+        corner in its digit.
+
+    Example:
+
+    >>> digits = np.zeros((1, 6, 28, 28, 1), "float32")
+    >>> digits[..., 10:12, 4:20, :] = 1.0  # a horizontal stroke
+    >>> corners = keras_stn.paper.datasets.clutter_sources(
+    ...     digits, tf.fill([1, 6], 0.5))
+    >>> corners[0, 0].numpy().tolist()
+    [8, 9]
+    """
+    clutter = tf.convert_to_tensor(clutter, tf.float32)
+    choice = tf.convert_to_tensor(choice, tf.float32)
+    corners = _DIGIT - _TC_PATCH + 1
+    # Ink of every patch: [batch × 6, 23, 23].
+    ink = tf.nn.avg_pool2d(tf.reshape(clutter, [-1, _DIGIT, _DIGIT, 1]),
+                           _TC_PATCH, 1, "VALID")
+    ink = tf.reshape(ink, [tf.shape(choice)[0], _TC_PATCHES, corners ** 2])
+    richest = tf.reduce_max(ink, axis=-1, keepdims=True)
+    allowed = tf.cast(ink >= _TC_MIN_INK * richest, tf.int32)
+    counts = tf.cumsum(allowed, axis=-1)
+    pick = tf.minimum(tf.cast(choice * tf.cast(counts[..., -1], tf.float32),
+                              tf.int32), counts[..., -1] - 1)
+    # The first corner with pick + 1 allowed corners up to it.
+    index = tf.argmax(tf.cast(counts > pick[..., None], tf.int32), axis=-1,
+                      output_type=tf.int32)
+    return tf.stack([index // corners, index % corners], axis=-1)
+
+
 def _clutter(clutter, params):
     """Six 6×6 patches of other digits on an empty canvas, `[batch, S, S, 1]`.
 
-    Overlapping patches keep the brighter pixel.
+    Overlapping patches keep the brighter pixel. The patches are cut at
+    `params["clutter_source"]` if given, else where `clutter_sources`
+    chooses.
     """
     size = CANVAS_SIZES["TC"]
-    sources = tf.cast(params["clutter_source"], tf.int32)  # [batch, 6, 2]
+    if "clutter_source" in params:
+        sources = tf.cast(params["clutter_source"], tf.int32)
+    else:
+        sources = clutter_sources(clutter, params["clutter_choice"])
     positions = tf.cast(params["clutter_position"], tf.int32)
     batch = tf.shape(sources)[0]
     steps = tf.range(_TC_PATCH)
@@ -544,9 +597,9 @@ def distorted_mnist(split, distortion, seed=0, repeat=False, batch_size=64,
         - `"E"`: scale U(0.75, 1), then a 4×4 grid of control points moved
           by N(0, 1.5²); thin-plate spline; 28×28.
         - `"TC"`: the digit at a uniform whole-pixel position of a 60×60
-          canvas where all its ink fits, with six 6×6 patches cut at
-          uniform positions from other digits, pasted at uniform positions
-          (the brighter pixel wins).
+          canvas where all its ink fits, with six 6×6 patches cut from
+          other digits where they have ink (`clutter_sources`), pasted at
+          uniform positions (the brighter pixel wins).
 
     Args:
         split: `"train"`, `"test"`, `"fit"` or `"validation"` (as in

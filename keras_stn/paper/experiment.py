@@ -37,6 +37,7 @@ from keras_stn._files import move_into_place
 from keras_stn._files import write_json
 from keras_stn.callbacks import TransformerSnapshots
 from keras_stn.paper import models
+from keras_stn.spatial_transformer import SpatialTransformer
 
 # Jaderberg et al. 2015, Table 1: % test error of the CNN baseline and of the
 # ST-CNN (affine; TC: the paper's best ST-CNN).
@@ -57,7 +58,8 @@ PAPER_ST_CNN_ERROR = {
 ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
                   "TC": (30, 30)}
 DEFAULTS = {"distortion": "RTS", "budget": "quick", "transform": "affine",
-            "learning_rate": 1e-3, "test_examples": 10000, "seed": 0}
+            "learning_rate": 1e-3, "dropout": 0.0, "weight_decay": 0.0,
+            "test_examples": 10000, "seed": 0}
 # Training budgets (the same for both models): "quick" is the default run,
 # "paper" trains until the held-out curves flatten (learning rate decayed
 # to zero), inside 90 minutes per distortion on a 2-core CPU; "long" sees
@@ -107,21 +109,48 @@ class _EpochLog(keras.callbacks.Callback):
         return [entry["seconds"] for entry in self.entries]
 
 
-def compile_model(model, learning_rate, total_steps):
+def _check_weight_decay(weight_decay):
+    if isinstance(weight_decay, bool) or not isinstance(
+            weight_decay, (int, float)) or not 0.0 <= weight_decay < 1.0:
+        raise ValueError(
+            "Invalid value for argument `weight_decay`. Expected a number in "
+            f"[0, 1). Received: weight_decay={weight_decay!r}")
+
+
+def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
     """Compiles a model as the main job trains it: Adam, the learning rate
     following a cosine decay to zero over `total_steps`, cross-entropy on
-    logits, accuracy."""
+    logits, accuracy.
+
+    `weight_decay` > 0 makes the optimizer AdamW (decoupled decay: each
+    step shrinks a weight by `weight_decay × learning rate` of itself) on
+    the classifier's kernels only: biases are not decayed, nor is the
+    spatial transformer (decay would pull its head towards θ = 0, a
+    collapse of the output onto one point, instead of the identity).
+    """
+    _check_weight_decay(weight_decay)
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=total_steps)
+    if weight_decay:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+        transformers = [layer for layer in model.layers
+                        if isinstance(layer, SpatialTransformer)]
+        optimizer.exclude_from_weight_decay(
+            var_list=[variable for layer in transformers
+                      for variable in layer.trainable_variables],
+            var_names=["bias"])
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     return model
 
 
 def _train(name, build, train_stream, validation, epochs, steps_per_epoch,
-           learning_rate, verbose, backup_dir, snapshot_inputs=None):
+           learning_rate, verbose, backup_dir, snapshot_inputs=None,
+           weight_decay=0.0):
     """Trains (or resumes, or reloads) one model; returns it, its history and
     its seconds per epoch.
 
@@ -139,7 +168,8 @@ def _train(name, build, train_stream, validation, epochs, steps_per_epoch,
         print(f"== {name}: trained in an earlier, interrupted run; reloaded")
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
         return model, finished["history"], finished["seconds"]
-    model = compile_model(build(), learning_rate, epochs * steps_per_epoch)
+    model = compile_model(build(), learning_rate, epochs * steps_per_epoch,
+                          weight_decay)
     log = _EpochLog(os.path.join(model_dir, "epochs.json"))
     if log.entries:
         print(f"== {name}: resuming after epoch {len(log.entries)} of "
@@ -308,7 +338,8 @@ def default_run_name(distortion, transform="affine", budget="quick",
 def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         epochs=None, steps_per_epoch=None, batch_size=None,
         transform=DEFAULTS["transform"],
-        learning_rate=DEFAULTS["learning_rate"],
+        learning_rate=DEFAULTS["learning_rate"], dropout=DEFAULTS["dropout"],
+        weight_decay=DEFAULTS["weight_decay"],
         test_examples=DEFAULTS["test_examples"], seed=DEFAULTS["seed"],
         output_dir="saved_models", run_name=None, mnist_dir=None,
         data_dir=None, smoke=False, verbose=1, restart=False, command=None):
@@ -323,6 +354,10 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
             `"tps"`, ...); the paper's Table 1 has all three.
         learning_rate: Adam's initial learning rate, decayed to zero along
             a cosine (the same for both models).
+        dropout: rate of the dropout before both classifiers' logits
+            (`models.paper_cnn`).
+        weight_decay: AdamW's decoupled weight decay on both classifiers'
+            kernels (`compile_model`); 0 trains with Adam.
         test_examples: how many test digits (of 10,000) to score.
         seed: seeds the weights, the training stream and the test set.
         output_dir: parent folder of the run's folder.
@@ -344,8 +379,9 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         The report, also written to `<output_dir>/<run_name>/report.json`.
     """
     plan = _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
-                 transform, learning_rate, test_examples, seed, output_dir,
-                 run_name, mnist_dir, data_dir, smoke, restart)
+                 transform, learning_rate, dropout, weight_decay,
+                 test_examples, seed, output_dir, run_name, mnist_dir,
+                 data_dir, smoke, restart)
     start = time.perf_counter()
     data = _data(plan)
     trained, histories, results, wrong = {}, {}, {}, {}
@@ -383,6 +419,8 @@ class _Plan:
     steps_per_epoch: int
     batch_size: int
     learning_rate: float
+    dropout: float
+    weight_decay: float
     seed: int
     test_examples: int
     smoke: bool
@@ -431,12 +469,14 @@ def _check_choices(distortion, budget, transform):
 
 
 def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
-          transform, learning_rate, test_examples, seed, output_dir,
-          run_name, mnist_dir, data_dir, smoke, restart):
+          transform, learning_rate, dropout, weight_decay, test_examples,
+          seed, output_dir, run_name, mnist_dir, data_dir, smoke, restart):
     """Checks the arguments, resolves the budget and prepares the folders
     (resuming an interrupted run's progress unless `restart`)."""
     _check_requirements()
     _check_choices(distortion, budget, transform)
+    models._check_dropout(dropout)
+    _check_weight_decay(weight_decay)
     epochs = epochs or BUDGETS[budget]["epochs"]
     steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]
     batch_size = batch_size or BUDGETS[budget]["batch_size"]
@@ -453,7 +493,8 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
     settings = {"distortion": distortion, "transform": transform,
                 "budget": budget, "epochs": epochs,
                 "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
-                "learning_rate": learning_rate, "seed": seed,
+                "learning_rate": learning_rate, "dropout": dropout,
+                "weight_decay": weight_decay, "seed": seed,
                 "test_examples": test_examples, "smoke": smoke}
     backup_dir = os.path.join(output_dir, f".{run_name}.backup")
     _prepare_backup(backup_dir, settings, restart)
@@ -503,19 +544,20 @@ def _train_model(plan, data, name, verbose):
     size = datasets.CANVAS_SIZES[plan.distortion]
     if name == "cnn":
         def build():
-            return models.paper_cnn((size, size, 1))
+            return models.paper_cnn((size, size, 1), dropout=plan.dropout)
     else:
         def build():
             return models.paper_st_cnn(
                 (size, size, 1), output_size=ST_OUTPUT_SIZE[plan.distortion],
-                transform=plan.transform)
+                transform=plan.transform, dropout=plan.dropout)
     keras.utils.set_random_seed(plan.seed)
     print(f"\n== {name} on {plan.distortion}: {plan.epochs} × "
           f"{plan.steps_per_epoch} steps of {plan.batch_size}")
     return _train(
         name, build, data.train_stream, data.validation, plan.epochs,
         plan.steps_per_epoch, plan.learning_rate, verbose, plan.backup_dir,
-        snapshot_inputs=data.snapshot_inputs if name == "st_cnn" else None)
+        snapshot_inputs=data.snapshot_inputs if name == "st_cnn" else None,
+        weight_decay=plan.weight_decay)
 
 
 def _paper_error(plan, name):
@@ -561,6 +603,8 @@ def _report(plan, results, wrong, histories, exported, command, seconds):
         "examples_seen_per_model": (plan.epochs * plan.steps_per_epoch
                                     * plan.batch_size),
         "learning_rate": plan.learning_rate,
+        "dropout": plan.dropout,
+        "weight_decay": plan.weight_decay,
         "seed": plan.seed,
         "test_examples": plan.test_examples,
         "validation_examples": plan.validation_examples,
@@ -574,7 +618,9 @@ def _report(plan, results, wrong, histories, exported, command, seconds):
         "error_difference_percent": round(float(100.0 * difference.mean()), 2),
         "error_difference_ci95_percent": interval,
         "st_cnn_beats_cnn_significantly": bool(interval[0] > 0),
-        "optimizer": "Adam, cosine learning-rate decay to 0 over the run",
+        "optimizer": (f"AdamW (weight decay {plan.weight_decay} on the "
+                      "classifier's kernels)" if plan.weight_decay else "Adam")
+        + ", cosine learning-rate decay to 0 over the run",
         "export": exported,
         "wall_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(
@@ -622,6 +668,12 @@ def add_arguments(parser):
                         help="override the budget's batch size")
     parser.add_argument("--learning-rate", type=float,
                         default=DEFAULTS["learning_rate"])
+    parser.add_argument("--dropout", type=float, default=DEFAULTS["dropout"],
+                        help="dropout rate before both classifiers' logits")
+    parser.add_argument(
+        "--weight-decay", type=float, default=DEFAULTS["weight_decay"],
+        help="AdamW's decoupled weight decay on the classifiers' kernels "
+             "(0: Adam)")
     parser.add_argument("--test-examples", type=int,
                         default=DEFAULTS["test_examples"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -657,6 +709,7 @@ def run_from_args(args):
                transform=args.transform, epochs=args.epochs,
                steps_per_epoch=args.steps_per_epoch,
                batch_size=args.batch_size, learning_rate=args.learning_rate,
+               dropout=args.dropout, weight_decay=args.weight_decay,
                test_examples=args.test_examples, seed=args.seed,
                output_dir=args.output_dir, run_name=args.run_name,
                mnist_dir=args.mnist_dir, data_dir=args.data_dir,

@@ -14,25 +14,39 @@ from keras_stn.initializers import localization_head
 from keras_stn.spatial_transformer import SpatialTransformer
 
 
-def paper_cnn_layers(filters=(32, 64), num_classes=10):
-    """The baseline's layers, without an input: conv 9×9 → pool → conv 7×7 → pool → dense."""
+def _check_dropout(dropout):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or (
+            not 0.0 <= dropout < 1.0):
+        raise ValueError(
+            "Invalid value for argument `dropout`. Expected a rate in "
+            f"[0, 1). Received: dropout={dropout!r}")
+
+
+def paper_cnn_layers(filters=(32, 64), num_classes=10, dropout=0.0):
+    """The baseline's layers, without an input: conv 9×9 → pool → conv 7×7
+    → pool → (dropout) → dense."""
+    _check_dropout(dropout)
     return [
         keras.layers.Conv2D(filters[0], 9, activation="relu", name="conv_9x9"),
         keras.layers.MaxPooling2D(2, name="pool_1"),
         keras.layers.Conv2D(filters[1], 7, activation="relu", name="conv_7x7"),
         keras.layers.MaxPooling2D(2, name="pool_2"),
         keras.layers.Flatten(name="flatten"),
+    ] + ([keras.layers.Dropout(dropout, name="dropout")] if dropout else []) + [
         keras.layers.Dense(num_classes, name="logits"),
     ]
 
 
-def paper_cnn(input_shape, filters=(32, 64), num_classes=10, name="cnn"):
+def paper_cnn(input_shape, filters=(32, 64), num_classes=10, dropout=0.0,
+              name="cnn"):
     """The paper's CNN baseline.
 
     Args:
         input_shape: `(height, width, channels)`.
         filters: filters of the 9×9 and 7×7 convolutions.
         num_classes: outputs (logits).
+        dropout: rate of a dropout layer before the logits (0: none; the
+            paper does not say it used one).
         name: model name.
 
     Returns:
@@ -44,7 +58,8 @@ def paper_cnn(input_shape, filters=(32, 64), num_classes=10, name="cnn"):
     (None, 10)
     """
     return keras.Sequential(
-        [keras.Input(input_shape)] + paper_cnn_layers(filters, num_classes),
+        [keras.Input(input_shape)]
+        + paper_cnn_layers(filters, num_classes, dropout),
         name=name,
     )
 
@@ -67,7 +82,8 @@ def paper_localization_net(transform="affine", name="localization_net"):
 
 
 def paper_st_cnn(input_shape, output_size=None, transform="affine",
-                 filters=(32, 64), num_classes=10, name="st_cnn"):
+                 filters=(32, 64), num_classes=10, dropout=0.0,
+                 name="st_cnn"):
     """The paper's ST-CNN: a spatial transformer before the baseline CNN.
 
     Args:
@@ -76,7 +92,8 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
             keeps the input size (the paper downsamples 42 and 60 pixel
             inputs).
         transform: the transformer's parameterisation.
-        filters, num_classes: as in `paper_cnn`.
+        filters, num_classes, dropout: as in `paper_cnn` (the dropout is
+            the classifier's; the localisation net has none).
         name: model name.
 
     Returns:
@@ -96,7 +113,7 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
                                output_size=output_size, transform=transform,
                                name="spatial_transformer"),
         ]
-        + paper_cnn_layers(filters, num_classes),
+        + paper_cnn_layers(filters, num_classes, dropout),
         name=name,
     )
 
