@@ -43,12 +43,24 @@ the bytes each implementation allocates (the XLA forward pass on
 in every worker, so freed buffers are reused as a caching allocator would:
 the steady state of a training loop, and much less noisy.
 
-The peak-memory column is the memory of one `fwd+bwd` step, measured in a
-separate process per implementation: the peak resident set during a
-warmed-up call above the resident set just before it (Linux: the peak is
-reset through /proc/self/clear_refs; that process runs with glibc's
-MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB, so that freed large buffers leave the
-resident set at once in every framework alike). Median of 3 steps.
+The peak-memory column is the memory of one warmed-up `fwd+bwd` step above
+what was allocated just before it, measured in a separate process per
+implementation, median of 3 steps, from the allocator each framework's
+buffers come from:
+
+- TensorFlow (every `keras_stn*` TF path, XLA clusters included): TF's own
+  CPU allocator, which pools its memory, so neither the resident set nor
+  malloc sees a step's buffers (`tf.config.experimental.get_memory_info`);
+- torch, the PyTorch and JAX backends: the C heap, counted by
+  `benchmarks/heap_peak.c` (compiled with `cc` on first use, loaded with
+  LD_PRELOAD: the bytes malloc, calloc, realloc and the aligned allocators
+  hand out, and their peak);
+- without a C compiler, or off Linux: the peak resident set above the one
+  before the step (the peak reset through /proc/self/clear_refs, glibc's
+  MALLOC_MMAP_THRESHOLD_ fixed at 64 KiB so that freed large buffers leave
+  the resident set at once); this undercounts pooled memory.
+
+The table says which measure each row used.
 The cost column is nanoseconds per output pixel-channel, to check that the
 cost scales linearly with the workload. `--scaling` measures that cost
 model properly: the forward pass of the layer's path (fused, with and
@@ -161,7 +173,8 @@ def tf_device_name(device):
 
 def device_peak_mb(call, device, framework, repeats=3, warmup=2):
     """Peak device memory of one `call()` above what was allocated before
-    it, from the framework's own allocator (GPU runs)."""
+    it, from the framework's own allocator (GPU runs; TensorFlow's CPU
+    allocator too)."""
     for _ in range(warmup):
         call()
     peaks = []
@@ -211,15 +224,78 @@ def step_peak_mb(call, repeats=3, warmup=2):
     return statistics.median(peaks)
 
 
+HEAP_PEAK_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "heap_peak.c")
+
+
+def heap_peak_library():
+    """The heap counter `heap_peak.c` built as a shared library (cached by
+    its source's content in the temp folder), or None without `cc`."""
+    import hashlib
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not sys.platform.startswith("linux"):
+        return None
+    with open(HEAP_PEAK_SOURCE, "rb") as file:
+        digest = hashlib.sha256(file.read()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(),
+                        f"keras_stn_heap_peak_{digest}.so")
+    if not os.path.isfile(path):
+        partial = f"{path}.{os.getpid()}.partial"
+        built = subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O2", "-o", partial,
+             HEAP_PEAK_SOURCE], capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            return None
+        os.replace(partial, path)
+    return path
+
+
+def _heap_counter():
+    """The loaded heap counter's functions, or None (not preloaded)."""
+    import ctypes
+
+    process = ctypes.CDLL(None)
+    try:
+        reset, peak, current = (process.heap_peak_reset,
+                                process.heap_peak_bytes,
+                                process.heap_current_bytes)
+    except AttributeError:
+        return None
+    peak.restype = current.restype = ctypes.c_int64
+    return reset, peak, current
+
+
+def heap_peak_mb(call, repeats=3, warmup=2):
+    """Peak C-heap bytes of one `call()` above those in use before it (the
+    process must run with `heap_peak_library()` preloaded)."""
+    reset, peak, current = _heap_counter()
+    for _ in range(warmup):
+        call()
+    peaks = []
+    for _ in range(repeats):
+        reset()
+        before = current()
+        call()
+        peaks.append((peak() - before) / 2**20)
+    return statistics.median(peaks)
+
+
 def measure(workload, calls, memory, modes, warmup, repeats, device="cpu",
             framework="tensorflow"):
     """One workload's row: the step's peak memory (`memory`), else the
     median time of each of `modes`; `calls` maps a mode to a call."""
     row = {"workload": workload}
-    if memory and is_gpu(device):
+    if memory and (is_gpu(device) or framework == "tensorflow"):
         row["peak_mb"] = device_peak_mb(calls["fwd+bwd"], device, framework)
+        row["memory_measure"] = "TF allocator"
+    elif memory and _heap_counter() is not None:
+        row["peak_mb"] = heap_peak_mb(calls["fwd+bwd"])
+        row["memory_measure"] = "C heap"
     elif memory:
         row["peak_mb"] = step_peak_mb(calls["fwd+bwd"])
+        row["memory_measure"] = "RSS"
     else:
         for mode in modes:
             row[mode] = median_seconds(calls[mode], warmup, repeats)
@@ -582,6 +658,10 @@ def run_worker(name, args, memory=False):
         # for timings: every large buffer then costs page faults.
         command.append("--memory")
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        library = heap_peak_library()
+        if library is not None:
+            env["LD_PRELOAD"] = " ".join(
+                filter(None, [library, env.get("LD_PRELOAD")]))
     done = subprocess.run(command, capture_output=True, text=True, env=env,
                           check=False)
     if done.returncode != 0:
@@ -606,6 +686,9 @@ def main(argv=None):
     parser.add_argument("--allocator", choices=("default", "reuse"),
                         default="default",
                         help="glibc malloc settings of the timing workers")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak-memory column (no timings: "
+                        "runs beside other work without disturbing it)")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda or cuda:N (TF and torch workers; "
@@ -646,10 +729,12 @@ def main(argv=None):
     # Round-robin over the implementations, so that a slow spell of the
     # machine hits them alike; each cell is the median over the rounds.
     rounds = {name: [] for name in names}
-    for _ in range(args.rounds):
+    for _ in range(0 if args.memory_only else args.rounds):
         for name in names:
             rounds[name].append(run_worker(name, args))
-    results = {name: _median_rows(runs) for name, runs in rounds.items()}
+    results = {name: _median_rows(runs) if runs else [
+        {"workload": workload} for workload in workloads]
+        for name, runs in rounds.items()}
     if args.scaling:
         return report_scaling(args, results)
     for name in names:
@@ -657,6 +742,7 @@ def main(argv=None):
             peaks = run_worker(name, args, memory=True)
             for row, peak in zip(results[name], peaks):
                 row["peak_mb"] = peak["peak_mb"]
+                row["memory_measure"] = peak.get("memory_measure", "RSS")
 
     print(f"{os.cpu_count()} CPUs, device {args.device}; median of "
           f"{args.repeats} calls after "
@@ -685,9 +771,12 @@ def main(argv=None):
             peak = f"{row['peak_mb']:.1f}" if "peak_mb" in row else ""
             if peak and reference and name != "torch":
                 peak += ratio_text(row["peak_mb"], reference.get("peak_mb"))
-            cost = 1e9 * row["fwd"] / (batch * out_h * out_w * channels)
+            if peak:
+                peak += f", {row['memory_measure']}"
+            cost = (f"{1e9 * row['fwd'] / (batch * out_h * out_w * channels):.2f}"
+                    if "fwd" in row else "")
             print(f"| {label} | {name} | {' | '.join(cells)} | {peak} | "
-                  f"{cost:.2f} |")
+                  f"{cost} |")
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"workloads": workloads, "results": results}, file,
