@@ -431,6 +431,21 @@ def test_results_table_reads_the_committed_reports():
     assert report["budget"] == "paper" and not report["smoke"]
 
 
+def test_results_table_names_the_budget_and_the_regularisation():
+    from keras_stn.paper import experiment
+
+    report = {"budget": "long", "epochs": 50, "steps_per_epoch": 1000,
+              "batch_size": 64, "dropout": 0.0, "weight_decay": 0.0}
+    assert experiment._budget_cell(report) == "long"
+    # Overridden sizes are spelled out; older reports lack the two keys.
+    older = {"budget": "paper", "epochs": 30, "steps_per_epoch": 1000,
+             "batch_size": 64}
+    assert experiment._budget_cell(older) == "30 × 1000 × 64"
+    regularised = dict(report, dropout=0.3, weight_decay=0.02)
+    assert experiment._budget_cell(regularised) == (
+        "long, dropout 0.3, weight decay 0.02")
+
+
 def test_committed_runs_keep_the_papers_budget_promises():
     """Every committed paper-scale run finished inside 90 minutes on this
     2-core machine and says how it was run."""

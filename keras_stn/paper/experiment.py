@@ -768,10 +768,22 @@ def results_table(output_dir="saved_models", warn=None):
             f"**{st_cnn['test_error_percent']:.2f}** | {difference} | "
             f"{cnn['paper_test_error_percent']} | "
             f"{st_cnn['paper_test_error_percent']} | "
-            f"{report['epochs']} × {report['steps_per_epoch']} × "
-            f"{report['batch_size']} | {report['wall_seconds'] / 60:.1f} min | "
+            f"{_budget_cell(report)} | {report['wall_seconds'] / 60:.1f} min | "
             f"{rss} |")
     return "\n".join(lines)
+
+
+def _budget_cell(report):
+    """The budget's name where the run kept it, else epochs × steps × batch;
+    then any regularisation the run trained with."""
+    size = (report["epochs"], report["steps_per_epoch"], report["batch_size"])
+    named = BUDGETS.get(report.get("budget"), {})
+    cell = (report["budget"] if size == (
+        named.get("epochs"), named.get("steps_per_epoch"),
+        named.get("batch_size")) else " × ".join(str(n) for n in size))
+    extras = [f"{name.replace('_', ' ')} {report[name]}"
+              for name in ("dropout", "weight_decay") if report.get(name)]
+    return ", ".join([cell] + extras)
 
 
 def results_figure(output_dir, path, budget=("paper", "long")):
