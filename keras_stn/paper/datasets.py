@@ -454,9 +454,9 @@ def clutter_sources(clutter, choice):
     least `RECIPES["TC"]["clutter_min_ink"]` (half) of the ink of the
     digit's most inked patch; `choice` picks one of those corners
     uniformly (in row-major order, the `floor(choice × count)`-th). So
-    every patch carries strokes, as the paper's clutter does, rather than
-    the blank margins a uniform corner often falls on (a third of them
-    on MNIST). A blank digit keeps every corner.
+    every patch carries strokes, where a uniform corner leaves 36 % of
+    the patches of MNIST's training digits with under half a pixel of
+    ink. A blank digit keeps every corner.
 
     Args:
         clutter: float32 `[batch, 6, 28, 28, 1]`, the digits.
