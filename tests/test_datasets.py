@@ -535,3 +535,23 @@ def test_results_figure_draws_the_committed_runs(tmp_path):
                                          str(tmp_path / f"{budget}.png"),
                                          budget=budget)
         assert os.path.getsize(path) > 10000
+
+
+def test_backup_settings_resume_older_runs_and_refuse_changed_ones(tmp_path):
+    from keras_stn.paper import experiment
+
+    backup = tmp_path / ".rts.backup"
+    settings = {"distortion": "RTS", "budget": "quick", "dropout": 0.0,
+                "weight_decay": 0.0}
+    backup.mkdir()
+    # A run started before dropout and weight decay were settings.
+    (backup / "settings.json").write_text(json.dumps(
+        {"distortion": "RTS", "budget": "quick"}))
+    experiment._prepare_backup(str(backup), settings, restart=False)
+    with pytest.raises(ValueError, match=r"other settings \(dropout\)"):
+        experiment._prepare_backup(str(backup), dict(settings, dropout=0.5),
+                                   restart=False)
+    # --restart discards it and starts over with the new settings.
+    experiment._prepare_backup(str(backup), dict(settings, dropout=0.5),
+                               restart=True)
+    assert json.loads((backup / "settings.json").read_text())["dropout"] == 0.5

@@ -219,9 +219,11 @@ def _prepare_backup(backup_dir, settings, restart):
     if os.path.isfile(path):
         with open(path) as file:
             previous = json.load(file)
-        if previous != settings:
-            changed = sorted(key for key in settings
-                             if previous.get(key) != settings[key])
+        # Settings added since a run started take their default value.
+        changed = sorted(key for key in settings
+                         if previous.get(key, DEFAULTS.get(key))
+                         != settings[key])
+        if changed:
             raise ValueError(
                 f"An interrupted run with other settings ({', '.join(changed)}) "
                 f"is saved in {backup_dir}: rerun it with the same arguments "
