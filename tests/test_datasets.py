@@ -285,7 +285,8 @@ def test_clutter_patches_come_from_their_source_position():
               "clutter_position": tf.constant([[[0, 0], [54, 54], [10, 40],
                                                 [30, 2], [5, 20], [40, 40]]],
                                               tf.float32)}
-    layer = datasets._clutter(tf.constant(digits), params).numpy()[0, ..., 0]
+    layer = datasets._clutter(tf.constant(digits), params["clutter_source"],
+                              params["clutter_position"]).numpy()[0, ..., 0]
     for index in range(6):
         (sr, sc), (top, left) = (params["clutter_source"].numpy()[0, index],
                                  params["clutter_position"].numpy()[0, index])

@@ -493,19 +493,16 @@ def clutter_sources(clutter, choice):
     return tf.stack([index // corners, index % corners], axis=-1)
 
 
-def _clutter(clutter, params):
+def _clutter(clutter, sources, positions):
     """Six 6×6 patches of other digits on an empty canvas, `[batch, S, S, 1]`.
 
-    Overlapping patches keep the brighter pixel. The patches are cut at
-    `params["clutter_source"]` if given, else where `clutter_sources`
-    chooses.
+    Overlapping patches keep the brighter pixel. Patch k of an example is
+    cut at `sources[:, k]` (row, column) of its digit and pasted with its
+    top-left corner at `positions[:, k]` of the canvas.
     """
     size = CANVAS_SIZES["TC"]
-    if "clutter_source" in params:
-        sources = tf.cast(params["clutter_source"], tf.int32)
-    else:
-        sources = clutter_sources(clutter, params["clutter_choice"])
-    positions = tf.cast(params["clutter_position"], tf.int32)
+    sources = tf.cast(sources, tf.int32)
+    positions = tf.cast(positions, tf.int32)
     batch = tf.shape(sources)[0]
     steps = tf.range(_TC_PATCH)
     # [batch, 6, 6, 6]: row and column of each patch pixel.
@@ -554,7 +551,9 @@ def apply_distortions(images, distortion, params, clutter=None):
         images, distortion_grids(images, distortion, params))
     if distortion == "TC":
         clutter = tf.convert_to_tensor(clutter, tf.float32)
-        canvas = tf.maximum(canvas, _clutter(clutter, params))
+        canvas = tf.maximum(canvas, _clutter(
+            clutter, clutter_sources(clutter, params["clutter_choice"]),
+            params["clutter_position"]))
     return canvas
 
 

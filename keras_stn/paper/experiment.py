@@ -109,14 +109,6 @@ class _EpochLog(keras.callbacks.Callback):
         return [entry["seconds"] for entry in self.entries]
 
 
-def _check_weight_decay(weight_decay):
-    if isinstance(weight_decay, bool) or not isinstance(
-            weight_decay, (int, float)) or not 0.0 <= weight_decay < 1.0:
-        raise ValueError(
-            "Invalid value for argument `weight_decay`. Expected a number in "
-            f"[0, 1). Received: weight_decay={weight_decay!r}")
-
-
 def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
     """Compiles a model as the main job trains it: Adam, the learning rate
     following a cosine decay to zero over `total_steps`, cross-entropy on
@@ -128,7 +120,7 @@ def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
     spatial transformer (decay would pull its head towards θ = 0, a
     collapse of the output onto one point, instead of the identity).
     """
-    _check_weight_decay(weight_decay)
+    models.check_fraction("weight_decay", weight_decay)
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=total_steps)
     if weight_decay:
@@ -477,8 +469,8 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
     (resuming an interrupted run's progress unless `restart`)."""
     _check_requirements()
     _check_choices(distortion, budget, transform)
-    models._check_dropout(dropout)
-    _check_weight_decay(weight_decay)
+    models.check_fraction("dropout", dropout)
+    models.check_fraction("weight_decay", weight_decay)
     epochs = epochs or BUDGETS[budget]["epochs"]
     steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]
     batch_size = batch_size or BUDGETS[budget]["batch_size"]

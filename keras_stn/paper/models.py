@@ -14,18 +14,20 @@ from keras_stn.initializers import localization_head
 from keras_stn.spatial_transformer import SpatialTransformer
 
 
-def _check_dropout(dropout):
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or (
-            not 0.0 <= dropout < 1.0):
+def check_fraction(name, value):
+    """Raises a `ValueError` naming `name` unless `value` is a number in
+    [0, 1) (a dropout rate, a weight decay)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            not 0.0 <= value < 1.0):
         raise ValueError(
-            "Invalid value for argument `dropout`. Expected a rate in "
-            f"[0, 1). Received: dropout={dropout!r}")
+            f"Invalid value for argument `{name}`. Expected a number in "
+            f"[0, 1). Received: {name}={value!r}")
 
 
 def paper_cnn_layers(filters=(32, 64), num_classes=10, dropout=0.0):
     """The baseline's layers, without an input: conv 9×9 → pool → conv 7×7
     → pool → (dropout) → dense."""
-    _check_dropout(dropout)
+    check_fraction("dropout", dropout)
     return [
         keras.layers.Conv2D(filters[0], 9, activation="relu", name="conv_9x9"),
         keras.layers.MaxPooling2D(2, name="pool_1"),
