@@ -23,16 +23,22 @@ class IdentityInitializer(keras.initializers.Initializer):
         activation: `None` (default), `"tanh"` or `"sigmoid"`: the bounded
             activation the head applies after the bias, whose inverse the
             bias then holds (`localization_head(..., activation=...)`).
+        scale: start zoomed about the centre instead (`Transform.zoom`):
+            the output shows the central `scale` fraction of the input,
+            e.g. 0.5 where the object is about half the input's size. 1
+            (default) is the identity.
 
     Example:
 
     >>> init = keras_stn.IdentityInitializer("affine")
     >>> init((6,)).numpy().tolist()
     [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    >>> keras_stn.IdentityInitializer("affine", scale=0.5)((6,)).numpy().tolist()
+    [0.5, 0.0, 0.0, 0.0, 0.5, 0.0]
     """
 
     def __init__(self, transform="affine", control_points=None,
-                 activation=None):
+                 activation=None, scale=1.0):
         transform_object = transforms_lib.get(transform, control_points)
         if isinstance(transform_object, transforms_lib.ThinPlateSpline) and (
                 control_points is not None):
@@ -40,7 +46,8 @@ class IdentityInitializer(keras.initializers.Initializer):
         self.transform = transform
         self.control_points = control_points
         self.activation = activation
-        self._identity = _pre_activation(transform_object.identity,
+        self.scale = scale
+        self._identity = _pre_activation(transform_object.zoom(scale),
                                          activation, transform)
 
     def __call__(self, shape, dtype=None):
@@ -59,7 +66,7 @@ class IdentityInitializer(keras.initializers.Initializer):
     def get_config(self):
         return {"transform": self.transform,
                 "control_points": self.control_points,
-                "activation": self.activation}
+                "activation": self.activation, "scale": self.scale}
 
 
 _BOUNDED_ACTIVATIONS = (None, "tanh", "sigmoid")
@@ -90,7 +97,7 @@ def _pre_activation(identity, activation, transform):
 
 
 def localization_head(transform="affine", control_points=None,
-                      activation=None, **dense_kwargs):
+                      activation=None, scale=1.0, **dense_kwargs):
     """The last layer of a localisation net, starting at the identity.
 
     A `keras.layers.Dense(num_params)` with a zero kernel and a bias set to
@@ -110,6 +117,9 @@ def localization_head(transform="affine", control_points=None,
         activation: `None` (default: linear), `"tanh"` or `"sigmoid"`. A
             bounded head needs identity parameters inside (-1, 1): control
             points with margins, e.g. `aster_control_points()`.
+        scale: start as a zoom about the centre showing the central `scale`
+            fraction of the input (`IdentityInitializer`); 1 (default) is
+            the identity.
         **dense_kwargs: passed to `keras.layers.Dense` (e.g. `name`,
             `kernel_initializer` to start from small random weights instead
             of zeros, `kernel_regularizer`). `units`, `bias_initializer`,
@@ -136,7 +146,7 @@ def localization_head(transform="affine", control_points=None,
     dense = keras.layers.Dense(
         transforms_lib.get(transform, control_points).num_params,
         bias_initializer=IdentityInitializer(transform, control_points,
-                                             activation),
+                                             activation, scale),
         activation=activation,
         **dense_kwargs,
     )

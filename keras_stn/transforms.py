@@ -34,10 +34,47 @@ class Transform:
     # 2 for images, 3 for volumes.
     spatial_rank = 2
 
+    # Whether `scale × identity` is the map p -> scale · p (a zoom about the
+    # centre): true where the parameters hold the linear part (affine,
+    # attention, projective) or the control points (TPS); translation and
+    # displacement fields have no scale.
+    _identity_scales = True
+
     @property
     def identity(self):
         """NumPy float32 array `[num_params]` of the identity parameters."""
         raise NotImplementedError
+
+    def zoom(self, scale):
+        """The parameters of a zoom about the centre: the map p -> scale · p
+        from output to input coordinates, so that the output shows the
+        central `scale` fraction of the input (0.5: magnified 2×).
+
+        Args:
+            scale: a finite number > 0; 1 is the identity.
+
+        Returns:
+            NumPy float32 array `[num_params]`.
+
+        Example:
+
+        >>> keras_stn.transforms.get("attention").zoom(0.5).tolist()
+        [0.5, 0.0, 0.0]
+        """
+        if isinstance(scale, bool) or not isinstance(
+                scale, (int, float, np.floating, np.integer)) or not (
+                np.isfinite(scale) and scale > 0):
+            raise ValueError(
+                "Invalid value for argument `scale`. Expected a finite "
+                f"number > 0. Received: scale={scale!r}")
+        if scale == 1:
+            return self.identity
+        if not self._identity_scales:
+            raise ValueError(
+                f"transform={self.name!r} has no scale to start zoomed with; "
+                "expected scale=1 or a transform with one (affine, "
+                f"attention, projective, tps). Received: scale={scale!r}")
+        return (np.float32(scale) * self.identity).astype(np.float32)
 
     def for_spatial_rank(self, rank):
         """The transform to warp inputs with `rank` spatial axes, or a
@@ -275,6 +312,7 @@ class Translation(_LinearAffine):
         [[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32
     )
     offset = np.array([1, 0, 0, 0, 1, 0], dtype=np.float32)
+    _identity_scales = False
 
     @property
     def identity(self):
@@ -502,6 +540,7 @@ class Displacement(Transform):
 
     name = "displacement"
     num_params = None
+    _identity_scales = False
 
     def __init__(self, spatial_rank=2):
         self.spatial_rank = spatial_rank

@@ -393,6 +393,8 @@ def test_main_job_smoke_end_to_end(tmp_path):
     assert report["distortion"] == "TC" and report["smoke"] is True
     assert report["canvas"] == 60 and report["st_output_size"] == [30, 30]
     assert report["budget"] == "quick" and report["transform"] == "affine"
+    # TC's transformer starts zoomed on the digit-sized centre.
+    assert report["initial_scale"] == 0.5
     assert report["command"].startswith("python examples/distorted_mnist.py")
     assert report["peak_rss_mb"] > 100
     low, high = report["error_difference_ci95_percent"]
@@ -445,6 +447,9 @@ def test_results_table_names_the_budget_and_the_regularisation():
     regularised = dict(report, dropout=0.3, weight_decay=0.02)
     assert experiment._budget_cell(regularised) == (
         "long, dropout 0.3, weight decay 0.02")
+    zoomed = dict(report, initial_scale=0.5)
+    assert experiment._budget_cell(zoomed) == "long, zoomed start 0.5"
+    assert experiment._budget_cell(dict(report, initial_scale=1.0)) == "long"
 
 
 def test_committed_runs_keep_the_papers_budget_promises():
@@ -505,6 +510,9 @@ def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError,
                        match=r"`weight_decay`.*Received: weight_decay=-1"):
         experiment.run(weight_decay=-1, output_dir=str(tmp_path))
+    with pytest.raises(ValueError,
+                       match=r"`initial_scale`.*Received: initial_scale=0"):
+        experiment.run(initial_scale=0, output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
 
 
@@ -543,12 +551,17 @@ def test_backup_settings_resume_older_runs_and_refuse_changed_ones(tmp_path):
 
     backup = tmp_path / ".rts.backup"
     settings = {"distortion": "RTS", "budget": "quick", "dropout": 0.0,
-                "weight_decay": 0.0}
+                "weight_decay": 0.0, "initial_scale": 1.0}
     backup.mkdir()
     # A run started before dropout and weight decay were settings.
     (backup / "settings.json").write_text(json.dumps(
         {"distortion": "RTS", "budget": "quick"}))
     experiment._prepare_backup(str(backup), settings, restart=False)
+    # ... and one started before the initial scale was: the identity.
+    with pytest.raises(ValueError, match=r"other settings \(initial_scale\)"):
+        experiment._prepare_backup(str(backup),
+                                   dict(settings, initial_scale=0.5),
+                                   restart=False)
     with pytest.raises(ValueError, match=r"other settings \(dropout\)"):
         experiment._prepare_backup(str(backup), dict(settings, dropout=0.5),
                                    restart=False)

@@ -105,3 +105,25 @@ def test_weight_decay_shrinks_the_classifiers_kernels_only():
                                          "weight_decay=-0.1"):
         experiment.compile_model(models.paper_cnn((28, 28, 1)), 0.1, 10,
                                  weight_decay=-0.1)
+
+
+def test_st_cnn_can_start_zoomed_on_the_canvas_centre():
+    # TC's recipe: 60-pixel canvas, 30-pixel output, initial scale 0.5:
+    # output pixel j samples input pixel j + 15 exactly (align_corners=False).
+    model = models.paper_st_cnn((60, 60, 1), output_size=(30, 30),
+                                initial_scale=0.5)
+    images = np.random.default_rng(3).uniform(size=(2, 60, 60, 1)).astype(
+        "float32")
+    warped = keras.ops.convert_to_numpy(model.layers[0](images))
+    atol = 5e-6 if keras.backend.backend() == "torch" else 1e-6
+    np.testing.assert_allclose(warped, images[:, 15:45, 15:45], atol=atol)
+    head = model.layers[0].localization_net.layers[-1]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(head.bias),
+                                  [0.5, 0, 0, 0, 0.5, 0])
+
+
+@pytest.mark.parametrize("scale", [0, -1.0, float("inf"), "0.5", True])
+def test_bad_initial_scale_is_refused_by_name(scale):
+    with pytest.raises(ValueError,
+                       match="`initial_scale`.*Received: initial_scale="):
+        models.paper_st_cnn((28, 28, 1), initial_scale=scale)

@@ -319,6 +319,84 @@ class TestTransforms:
         assert np.isfinite(grid.numpy()).all()
 
 
+class TestZoomedStart:
+    """`Transform.zoom` and `localization_head(scale=)`: a transformer that
+    starts magnified about the centre instead of at the identity."""
+
+    @pytest.mark.parametrize("transform,tolerance", [
+        ("affine", 1e-6), ("attention", 1e-6), ("projective", 1e-6),
+        # The spline's grid comes from a solved interpolation matrix.
+        ("tps", 1e-5)])
+    def test_half_zoom_into_half_the_size_is_the_central_crop(
+            self, rng, transform, tolerance):
+        # Output centres of a 4-pixel axis, 0.5 × (-0.75, -0.25, 0.25, 0.75),
+        # fall on the centres of input pixels 2..5 of an 8-pixel axis
+        # (align_corners=False): the crop, not a blend.
+        images = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
+        layer = keras_stn.SpatialTransformer(
+            conv_loc_net(transform, scale=0.5), output_size=(4, 4),
+            transform=transform)
+        np.testing.assert_allclose(layer(images).numpy(),
+                                   images[:, 2:6, 2:6], atol=tolerance)
+
+    def test_zoom_parameters(self):
+        get = keras_stn.transforms.get
+        assert get("affine").zoom(0.5).tolist() == [0.5, 0, 0, 0, 0.5, 0]
+        assert get("attention").zoom(2).tolist() == [2, 0, 0]
+        assert get("projective").zoom(0.25).tolist() == [
+            0.25, 0, 0, 0, 0.25, 0, 0, 0]
+        assert get("affine_3d").zoom(0.5).reshape(3, 4).tolist() == (
+            0.5 * np.eye(3, 4)).tolist()
+        tps = get("tps")
+        np.testing.assert_array_equal(tps.zoom(0.5), 0.5 * tps.identity)
+        for name in ("affine", "attention", "translation", "projective"):
+            np.testing.assert_array_equal(get(name).zoom(1), get(name).identity)
+
+    @pytest.mark.parametrize("name", ["translation", "displacement"])
+    def test_transforms_without_a_scale_refuse_to_zoom(self, name):
+        transform = keras_stn.transforms.get(name)
+        np.testing.assert_array_equal(transform.zoom(1.0), transform.identity)
+        with pytest.raises(ValueError,
+                           match=f"transform='{name}' has no scale.*scale=0.5"):
+            transform.zoom(0.5)
+
+    @pytest.mark.parametrize("scale", [0, -0.5, float("nan"), float("inf"),
+                                       True, "0.5", None])
+    def test_bad_scale_is_refused_by_name(self, scale):
+        with pytest.raises(ValueError, match=r"`scale`.*Received: scale="):
+            keras_stn.localization_head("affine", scale=scale)
+
+    def test_bounded_head_starts_zoomed(self, rng):
+        images = rng.uniform(size=(2, 8, 8, 1)).astype(np.float32)
+        for activation in ("tanh", "sigmoid"):
+            net = conv_loc_net("attention", scale=0.5, activation=activation)
+            np.testing.assert_allclose(net(images).numpy(),
+                                       [[0.5, 0, 0]] * 2, atol=1e-6)
+
+    def test_scale_is_serialised_and_older_configs_mean_the_identity(
+            self, rng, tmp_path):
+        init = keras_stn.IdentityInitializer("affine", scale=0.5)
+        again = keras_stn.IdentityInitializer.from_config(init.get_config())
+        assert again((6,)).numpy().tolist() == [0.5, 0, 0, 0, 0.5, 0]
+        older = keras_stn.IdentityInitializer.from_config(
+            {"transform": "affine", "control_points": None,
+             "activation": None})
+        assert older((6,)).numpy().tolist() == [1, 0, 0, 0, 1, 0]
+        # The model's config rebuilds a fresh net that starts zoomed.
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras_stn.SpatialTransformer(conv_loc_net(scale=0.5),
+                                         output_size=(4, 4))])
+        path = str(tmp_path / "zoomed.keras")
+        model.save(path)
+        images = rng.uniform(size=(1, 8, 8, 1)).astype(np.float32)
+        assert_close(keras.saving.load_model(path)(images).numpy(),
+                     model(images).numpy(), kind="exact")
+        rebuilt = keras.Sequential.from_config(model.get_config())
+        np.testing.assert_allclose(rebuilt(images).numpy(),
+                                   images[:, 2:6, 2:6], atol=1e-6)
+
+
 class TestDtypePolicy:
     def test_mixed_float16(self, rng):
         images = rng.uniform(size=(2, 64, 200, 1)).astype(np.float32)

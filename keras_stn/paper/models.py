@@ -8,6 +8,8 @@ pooling, a 50-unit layer), before the same CNN. For 42×42 and 60×60 inputs the
 transformer outputs a smaller canvas, downsampling as it attends.
 """
 
+import math
+
 import keras
 
 from keras_stn.initializers import localization_head
@@ -22,6 +24,17 @@ def check_fraction(name, value):
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a number in "
             f"[0, 1). Received: {name}={value!r}")
+
+
+def check_initial_scale(value):
+    """Raises a `ValueError` naming `initial_scale` unless `value` is a
+    finite number > 0 (every Table 1 transform can start zoomed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(
+            "Invalid value for argument `initial_scale`. Expected a finite "
+            "number > 0 (the fraction of the input the transformer starts "
+            f"showing; 1: the identity). Received: initial_scale={value!r}")
 
 
 def paper_cnn_layers(filters=(32, 64), num_classes=10, dropout=0.0):
@@ -66,11 +79,13 @@ def paper_cnn(input_shape, filters=(32, 64), num_classes=10, dropout=0.0,
     )
 
 
-def paper_localization_net(transform="affine", name="localization_net"):
-    """The paper's CNN localisation net, ending at the identity transform.
+def paper_localization_net(transform="affine", initial_scale=1.0,
+                           name="localization_net"):
+    """The paper's CNN localisation net, starting at the identity transform
+    (or zoomed: `localization_head(scale=initial_scale)`).
 
     max-pool 2 → conv 5×5 (20) → max-pool 2 → conv 5×5 (20) → dense 50 →
-    `localization_head(transform)`.
+    `localization_head(transform, scale=initial_scale)`.
     """
     return keras.Sequential([
         keras.layers.MaxPooling2D(2),
@@ -79,13 +94,13 @@ def paper_localization_net(transform="affine", name="localization_net"):
         keras.layers.Conv2D(20, 5, activation="relu"),
         keras.layers.Flatten(),
         keras.layers.Dense(50, activation="relu"),
-        localization_head(transform),
+        localization_head(transform, scale=initial_scale),
     ], name=name)
 
 
 def paper_st_cnn(input_shape, output_size=None, transform="affine",
                  filters=(32, 64), num_classes=10, dropout=0.0,
-                 name="st_cnn"):
+                 initial_scale=1.0, name="st_cnn"):
     """The paper's ST-CNN: a spatial transformer before the baseline CNN.
 
     Args:
@@ -96,6 +111,11 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
         transform: the transformer's parameterisation.
         filters, num_classes, dropout: as in `paper_cnn` (the dropout is
             the classifier's; the localisation net has none).
+        initial_scale: the transformer starts as a zoom showing the central
+            `initial_scale` fraction of its input (`Transform.zoom`); 1 is
+            the identity. Where the object is small in a large canvas (TC's
+            28-pixel digit in 60 pixels), starting zoomed lets the
+            classifier see it at full resolution from the first step.
         name: model name.
 
     Returns:
@@ -108,10 +128,12 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
     >>> model.layers[0].compute_output_shape((None, 42, 42, 1))
     (None, 28, 28, 1)
     """
+    check_initial_scale(initial_scale)
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            SpatialTransformer(paper_localization_net(transform),
+            SpatialTransformer(paper_localization_net(transform,
+                                                      initial_scale),
                                output_size=output_size, transform=transform,
                                name="spatial_transformer"),
         ]
