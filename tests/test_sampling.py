@@ -61,11 +61,16 @@ class TestSmokeAndShapes:
             return [keras_stn.grid_sample(images, grid, *mode)
                     for mode in ALL_MODES]
 
-        # One graph and one XLA cluster for all modes (one compilation).
-        graphs = tf.function(every_mode)(images, grid)
+        # The runtime formulation as one graph, and the whole of it as one
+        # XLA program (one compilation); the default path's per-op clusters
+        # are held to the runtime formulation in tests/test_clusters.py.
+        with keras_stn.use_jit_compile(False):
+            graphs = tf.function(every_mode)(images, grid)
+            eagers = every_mode(images, grid)
         compiled = tf.function(every_mode, jit_compile=True)(images, grid)
-        for mode, graph, xla in zip(ALL_MODES, graphs, compiled):
-            eager = keras_stn.grid_sample(images, grid, *mode).numpy()
+        for mode, graph, xla, eager in zip(ALL_MODES, graphs, compiled,
+                                           eagers):
+            eager = eager.numpy()
             assert_close(graph.numpy(), eager, kind="exact", err_msg=str(mode))
             # XLA fuses and reorders float operations (FMA): a few ulps of
             # values up to ~3 after bicubic's 16-term sums.
@@ -125,10 +130,14 @@ class TestAgainstTorchGolden:
     def test_output_and_gradients(
         self, golden, interpolation, padding_mode, align_corners, grid_name
     ):
+        # The runtime formulation, eagerly: the XLA cluster is held to the
+        # same goldens below (`test_default_graph_path_matches_torch`) and
+        # to this formulation at the kinks (tests/test_clusters.py).
         prefix = f"{interpolation}/{padding_mode}/{align_corners}/{grid_name}"
         images = tf.constant(golden["images"])
         grid = tf.constant(golden[prefix + "/grid"])
-        with tf.GradientTape(persistent=True) as tape:
+        with keras_stn.use_jit_compile(False), tf.GradientTape(
+                persistent=True) as tape:
             tape.watch([images, grid])
             out = keras_stn.grid_sample(
                 images, grid, interpolation, padding_mode, align_corners
@@ -147,14 +156,15 @@ class TestAgainstTorchGolden:
         # values of order 10.
         assert_close(grad_grid, golden[prefix + "/grad_grid"], kind="gradient")
 
+    @pytest.mark.parametrize("grid_name", ["theta", "uniform"])
     @pytest.mark.parametrize("interpolation,padding_mode,align_corners", ALL_MODES)
     def test_default_graph_path_matches_torch(
-        self, golden, interpolation, padding_mode, align_corners
+        self, golden, interpolation, padding_mode, align_corners, grid_name
     ):
         # In a `tf.function`: the warp and its gradient as XLA clusters
-        # inside TF's runtime, TF's default path (a first eager call of a
-        # shape, above, runs the runtime formulation).
-        prefix = f"{interpolation}/{padding_mode}/{align_corners}/theta"
+        # inside TF's runtime, TF's default path (both grids share a shape:
+        # one compile per mode).
+        prefix = f"{interpolation}/{padding_mode}/{align_corners}/{grid_name}"
 
         @tf.function
         def run(images, grid):
@@ -364,12 +374,15 @@ class TestGradients:
         for interpolation, padding_mode in itertools.product(
                 ("bilinear", "bicubic"), PADDING_MODES):
             # Traced once: the 2 × 32 perturbed calls and 32 backward passes
-            # then run as one graph each instead of op by op.
-            theoretical, numerical = tf.test.compute_gradient(
-                tf.function(lambda g: keras_stn.grid_sample(
-                    images, g, interpolation, padding_mode)),
-                [tf.constant(grid)], delta=1e-5,
-            )
+            # then run as one graph each instead of op by op; the runtime
+            # formulation (float64 clusters would compile six times for
+            # what tests/test_clusters.py already holds them to).
+            with keras_stn.use_jit_compile(False):
+                theoretical, numerical = tf.test.compute_gradient(
+                    tf.function(lambda g: keras_stn.grid_sample(
+                        images, g, interpolation, padding_mode)),
+                    [tf.constant(grid)], delta=1e-5,
+                )
             # Bilinear: exact up to rounding; bicubic: the central
             # difference's O(delta²) error on a cubic, ~1e-10 here.
             np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-6,
