@@ -18,6 +18,17 @@ from keras_stn.core.meshgrid import homogeneous_meshgrid
 from keras_stn.kernels import grids
 
 
+def check_scale(value, name="scale"):
+    """Raises a `ValueError` naming `name` unless `value` is a finite
+    number > 0 (a zoom's scale, `Transform.zoom`)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.floating, np.integer)) or not (
+            np.isfinite(value) and value > 0):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite number "
+            f"> 0. Received: {name}={value!r}")
+
+
 class Transform:
     """A parameterisation of θ. Subclasses set `name` and `num_params`.
 
@@ -61,12 +72,7 @@ class Transform:
         >>> keras_stn.transforms.get("attention").zoom(0.5).tolist()
         [0.5, 0.0, 0.0]
         """
-        if isinstance(scale, bool) or not isinstance(
-                scale, (int, float, np.floating, np.integer)) or not (
-                np.isfinite(scale) and scale > 0):
-            raise ValueError(
-                "Invalid value for argument `scale`. Expected a finite "
-                f"number > 0. Received: scale={scale!r}")
+        check_scale(scale)
         if scale == 1:
             return self.identity
         if not self._identity_scales:

@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras_stn.paper import datasets
 from keras_stn import backends
 from keras_stn import export
+from keras_stn import transforms
 from keras_stn._files import move_into_place
 from keras_stn._files import write_json
 from keras_stn.callbacks import TransformerSnapshots
@@ -489,7 +490,7 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
     models.check_fraction("weight_decay", weight_decay)
     if initial_scale is None:
         initial_scale = ST_INITIAL_SCALE[distortion]
-    models.check_initial_scale(initial_scale)
+    transforms.check_scale(initial_scale, "initial_scale")
     initial_scale = float(initial_scale)
     epochs = epochs or BUDGETS[budget]["epochs"]
     steps_per_epoch = steps_per_epoch or BUDGETS[budget]["steps_per_epoch"]

@@ -8,11 +8,10 @@ pooling, a 50-unit layer), before the same CNN. For 42×42 and 60×60 inputs the
 transformer outputs a smaller canvas, downsampling as it attends.
 """
 
-import math
-
 import keras
 
 from keras_stn.initializers import localization_head
+from keras_stn.transforms import check_scale
 from keras_stn.spatial_transformer import SpatialTransformer
 
 
@@ -24,17 +23,6 @@ def check_fraction(name, value):
         raise ValueError(
             f"Invalid value for argument `{name}`. Expected a number in "
             f"[0, 1). Received: {name}={value!r}")
-
-
-def check_initial_scale(value):
-    """Raises a `ValueError` naming `initial_scale` unless `value` is a
-    finite number > 0 (every Table 1 transform can start zoomed)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ValueError(
-            "Invalid value for argument `initial_scale`. Expected a finite "
-            "number > 0 (the fraction of the input the transformer starts "
-            f"showing; 1: the identity). Received: initial_scale={value!r}")
 
 
 def paper_cnn_layers(filters=(32, 64), num_classes=10, dropout=0.0):
@@ -128,7 +116,7 @@ def paper_st_cnn(input_shape, output_size=None, transform="affine",
     >>> model.layers[0].compute_output_shape((None, 42, 42, 1))
     (None, 28, 28, 1)
     """
-    check_initial_scale(initial_scale)
+    check_scale(initial_scale, "initial_scale")
     return keras.Sequential(
         [
             keras.Input(input_shape),
