@@ -391,10 +391,11 @@ def test_main_job_smoke_end_to_end(tmp_path):
     run_dir = tmp_path / "tc-smoke"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["distortion"] == "TC" and report["smoke"] is True
-    assert report["canvas"] == 60 and report["st_output_size"] == [30, 30]
+    assert report["canvas"] == 60 and report["st_output_size"] == [40, 40]
     assert report["budget"] == "quick" and report["transform"] == "affine"
-    # TC's transformer starts zoomed on the digit-sized centre.
-    assert report["initial_scale"] == 0.5
+    # TC's transformer starts zoomed: its 40-pixel output shows the central
+    # 40 pixels of the 60-pixel canvas at full resolution.
+    assert report["initial_scale"] == pytest.approx(2 / 3, rel=1e-12)
     assert report["command"].startswith("python examples/distorted_mnist.py")
     assert report["peak_rss_mb"] > 100
     low, high = report["error_difference_ci95_percent"]
@@ -450,6 +451,15 @@ def test_results_table_names_the_budget_and_the_regularisation():
     zoomed = dict(report, initial_scale=0.5)
     assert experiment._budget_cell(zoomed) == "long, zoomed start 0.5"
     assert experiment._budget_cell(dict(report, initial_scale=1.0)) == "long"
+    assert experiment._budget_cell(dict(report, initial_scale=2 / 3)) == (
+        "long, zoomed start 0.667")
+    # A transformer output smaller than the canvas is part of the recipe.
+    downsampled = dict(report, canvas=60, st_output_size=[40, 40],
+                       initial_scale=2 / 3)
+    assert experiment._budget_cell(downsampled) == (
+        "long, 40×40 output, zoomed start 0.667")
+    assert experiment._budget_cell(
+        dict(report, canvas=42, st_output_size=[42, 42])) == "long"
 
 
 def test_committed_runs_keep_the_papers_budget_promises():
@@ -569,3 +579,37 @@ def test_backup_settings_resume_older_runs_and_refuse_changed_ones(tmp_path):
     experiment._prepare_backup(str(backup), dict(settings, dropout=0.5),
                                restart=True)
     assert json.loads((backup / "settings.json").read_text())["dropout"] == 0.5
+
+
+def test_backup_of_an_older_transformer_output_is_refused(tmp_path):
+    # Before the output size was recorded RTS's transformer wrote 28 pixels
+    # and TC's 30: their weights do not fit today's 42- and 40-pixel
+    # classifiers, so such backups must be refused, not resumed.
+    from keras_stn.paper import experiment
+
+    for distortion, today in (("RTS", [42, 42]), ("TC", [40, 40]),
+                              ("R", [28, 28])):
+        backup = tmp_path / f".{distortion}.backup"
+        backup.mkdir()
+        (backup / "settings.json").write_text(json.dumps(
+            {"distortion": distortion, "budget": "quick"}))
+        settings = {"distortion": distortion, "budget": "quick",
+                    "st_output_size": today}
+        if distortion == "R":  # R's output was, and is, its 28² canvas.
+            experiment._prepare_backup(str(backup), settings, restart=False)
+        else:
+            with pytest.raises(ValueError,
+                               match=r"other settings \(st_output_size\)"):
+                experiment._prepare_backup(str(backup), settings,
+                                           restart=False)
+
+
+@needs_mnist
+def test_plan_records_the_distortions_transformer_output(tmp_path):
+    from keras_stn.paper import experiment
+
+    plan = experiment._plan("TC", "quick", None, None, None, "affine", 1e-3,
+                            0.0, 0.0, None, 100, 0, str(tmp_path / "out"),
+                            None, MNIST_DIR, None, smoke=False, restart=True)
+    assert plan.st_output_size == [40, 40]
+    assert plan.initial_scale == pytest.approx(2 / 3, rel=1e-12)

@@ -55,22 +55,26 @@ PAPER_ST_CNN_ERROR = {
     "projective": {"R": 0.8, "RTS": 0.6, "P": 0.8, "E": 1.3},
     "tps": {"R": 0.7, "RTS": 0.5, "P": 0.8, "E": 1.1},
 }
-# The transformer's output canvas: 42 and 60 pixel inputs are downsampled.
-ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
-                  "TC": (30, 30)}
+# The transformer's output canvas (None: the input's size). RTS keeps its
+# 42-pixel canvas and TC's 60 become 40: a 28- or 30-pixel output left the
+# classifier behind it with 2×2×64 features, and the larger outputs won
+# the paired quick screens (saved_models/screening.md).
+ST_OUTPUT_SIZE = {"R": None, "RTS": None, "P": None, "E": None,
+                  "TC": (40, 40)}
 # The ST-CNN's transformer starts as a zoom showing this fraction of the
 # canvas (`models.paper_st_cnn(initial_scale=)`): TC's 28-pixel digit lies
-# in a 60-pixel canvas, so 0.5 shows it at full resolution in the 30-pixel
-# output from the first step. Started at the identity (1.0), its ST-CNN
-# learned to translate but not to zoom and lost to the CNN; see
-# saved_models/screening.md.
-ST_INITIAL_SCALE = {"R": 1.0, "RTS": 1.0, "P": 1.0, "E": 1.0, "TC": 0.5}
+# in a 60-pixel canvas, so 2/3 shows its central 40 pixels at full
+# resolution in the 40-pixel output from the first step. Started at the
+# identity (1.0), its ST-CNN learned to translate but not to zoom and lost
+# to the CNN; see saved_models/screening.md.
+ST_INITIAL_SCALE = {"R": 1.0, "RTS": 1.0, "P": 1.0, "E": 1.0, "TC": 2 / 3}
 DEFAULTS = {"distortion": "RTS", "budget": "quick", "transform": "affine",
             "learning_rate": 1e-3, "dropout": 0.0, "weight_decay": 0.0,
             "initial_scale": None, "test_examples": 10000, "seed": 0}
 # What runs started before a setting existed trained with.
 _UNRECORDED_SETTINGS = {"dropout": 0.0, "weight_decay": 0.0,
                         "initial_scale": 1.0}
+_UNRECORDED_ST_OUTPUT_SIZE = {"RTS": [28, 28], "TC": [30, 30]}
 # Training budgets (the same for both models): "quick" is the default run,
 # "paper" trains until the held-out curves flatten (learning rate decayed
 # to zero), inside 90 minutes per distortion on a 2-core CPU; "long" sees
@@ -214,6 +218,14 @@ def _interval(values):
             round(float(100.0 * (mean + half)), 2)]
 
 
+def _unrecorded(key, previous):
+    """What a run started before `key` was recorded trained with."""
+    if key == "st_output_size":
+        return _UNRECORDED_ST_OUTPUT_SIZE.get(previous.get("distortion"),
+                                              [28, 28])
+    return _UNRECORDED_SETTINGS.get(key)
+
+
 def _prepare_backup(backup_dir, settings, restart):
     """The backup folder of this run, checked to belong to these settings."""
     if restart:
@@ -224,7 +236,7 @@ def _prepare_backup(backup_dir, settings, restart):
             previous = json.load(file)
         # Settings added since a run started take their default value.
         changed = sorted(key for key in settings
-                         if previous.get(key, _UNRECORDED_SETTINGS.get(key))
+                         if previous.get(key, _unrecorded(key, previous))
                          != settings[key])
         if changed:
             raise ValueError(
@@ -366,7 +378,7 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
             kernels (`compile_model`); 0 trains with Adam.
         initial_scale: the ST-CNN's transformer starts as a zoom showing
             this fraction of the canvas (1: the identity); `None` takes the
-            distortion's (`ST_INITIAL_SCALE`: TC 0.5, the others 1).
+            distortion's (`ST_INITIAL_SCALE`: TC 2/3, the others 1).
         test_examples: how many test digits (of 10,000) to score.
         seed: seeds the weights, the training stream and the test set.
         output_dir: parent folder of the run's folder.
@@ -431,6 +443,7 @@ class _Plan:
     dropout: float
     weight_decay: float
     initial_scale: float
+    st_output_size: list
     seed: int
     test_examples: int
     smoke: bool
@@ -510,6 +523,9 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
                 "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                 "learning_rate": learning_rate, "dropout": dropout,
                 "weight_decay": weight_decay, "initial_scale": initial_scale,
+                "st_output_size": list(ST_OUTPUT_SIZE[distortion]
+                                       or (datasets.CANVAS_SIZES[distortion],)
+                                       * 2),
                 "seed": seed,
                 "test_examples": test_examples, "smoke": smoke}
     backup_dir = os.path.join(output_dir, f".{run_name}.backup")
@@ -564,7 +580,7 @@ def _train_model(plan, data, name, verbose):
     else:
         def build():
             return models.paper_st_cnn(
-                (size, size, 1), output_size=ST_OUTPUT_SIZE[plan.distortion],
+                (size, size, 1), output_size=tuple(plan.st_output_size),
                 transform=plan.transform, dropout=plan.dropout,
                 initial_scale=plan.initial_scale)
     keras.utils.set_random_seed(plan.seed)
@@ -613,7 +629,7 @@ def _report(plan, results, wrong, histories, exported, command, seconds):
         "budget": plan.budget,
         "command": command,
         "canvas": size,
-        "st_output_size": ST_OUTPUT_SIZE[plan.distortion] or (size, size),
+        "st_output_size": plan.st_output_size,
         "epochs": plan.epochs,
         "steps_per_epoch": plan.steps_per_epoch,
         "batch_size": plan.batch_size,
@@ -696,7 +712,7 @@ def add_arguments(parser):
         "--initial-scale", type=float, default=DEFAULTS["initial_scale"],
         help="the ST-CNN's transformer starts zoomed, showing this fraction "
              "of the canvas (1: the identity; default: the distortion's, "
-             "TC 0.5, the others 1)")
+             "TC 2/3, the others 1)")
     parser.add_argument("--test-examples", type=int,
                         default=DEFAULTS["test_examples"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -799,16 +815,21 @@ def results_table(output_dir="saved_models", warn=None):
 
 def _budget_cell(report):
     """The budget's name where the run kept it, else epochs × steps × batch;
-    then any regularisation or zoomed start the run trained with."""
+    then the transformer's output where it differs from the canvas, and any
+    regularisation or zoomed start the run trained with."""
     size = (report["epochs"], report["steps_per_epoch"], report["batch_size"])
     named = BUDGETS.get(report.get("budget"), {})
     cell = (report["budget"] if size == (
         named.get("epochs"), named.get("steps_per_epoch"),
         named.get("batch_size")) else " × ".join(str(n) for n in size))
-    extras = [f"{name.replace('_', ' ')} {report[name]}"
-              for name in ("dropout", "weight_decay") if report.get(name)]
+    extras = []
+    output, canvas = report.get("st_output_size"), report.get("canvas")
+    if output and canvas and tuple(output) != (canvas, canvas):
+        extras.append("×".join(str(n) for n in output) + " output")
+    extras += [f"{name.replace('_', ' ')} {report[name]}"
+               for name in ("dropout", "weight_decay") if report.get(name)]
     if report.get("initial_scale", 1.0) != 1.0:
-        extras.append(f"zoomed start {report['initial_scale']:g}")
+        extras.append(f"zoomed start {report['initial_scale']:.3g}")
     return ", ".join([cell] + extras)
 
 
