@@ -1,6 +1,7 @@
 """The layer on every Keras backend, and the ST-CNN's training step.
 
     python benchmarks/backends_speed.py [--repeats 20] [--fit-steps 60]
+    python benchmarks/backends_speed.py --device cuda  # a GPU machine
 
 Runs one process per backend (Keras picks its backend once per process) and
 prints two Markdown tables, in milliseconds (median of `--repeats`, after
@@ -20,6 +21,12 @@ warm-up):
    it on a CPU, by default with the warp's XLA clusters, and without them;
    JAX jit-compiled, Keras' default there; PyTorch eager), and the same
    model written in plain PyTorch, with each step's ratio to it.
+
+`--device cuda` (or `cuda:N`) places every worker's tensors, models and
+steps on that GPU (TensorFlow: `tf.device`; JAX: `jax.default_device`;
+Keras: `keras.device`; torch: `.to(device)`) and waits for the device before
+each clock reading (reading results back; `torch.cuda.synchronize`). Not run
+here: the benchmark machines have no GPU.
 """
 
 import argparse
@@ -31,8 +38,27 @@ import subprocess
 import sys
 import time
 
+from grid_sample_speed import DEVICE_PATTERN
+from grid_sample_speed import is_gpu
+from grid_sample_speed import tf_device_name
+
 WORKLOADS = {"RTS 64×42²→28²": (64, 42, 42, 1, 28, 28),
              "large 8×224²×3": (8, 224, 224, 3, 224, 224)}
+
+
+def keras_device_name(device):
+    """`--device` in Keras' spelling (`keras.device`): `cpu:0`, `gpu:N`."""
+    index = device.partition(":")[2] or "0"
+    return f"gpu:{index}" if is_gpu(device) else "cpu:0"
+
+
+def torch_synchronizer(device):
+    """A call that waits for `device`'s queued work (nothing on a CPU)."""
+    if not is_gpu(device):
+        return lambda: None
+    import torch
+
+    return lambda: torch.cuda.synchronize(device)
 
 
 def median_ms(function, repeats, warmup=3):
@@ -64,7 +90,14 @@ def inputs(workload, seed=0):
 # -- Warp timings, one function per backend ----------------------------------
 
 
-def warp_tensorflow(workload, repeats):
+def warp_tensorflow(workload, repeats, device="cpu"):
+    import tensorflow as tf
+
+    with tf.device(tf_device_name(device)):
+        return _warp_tensorflow(workload, repeats)
+
+
+def _warp_tensorflow(workload, repeats):
     import tensorflow as tf
 
     import keras_stn
@@ -96,14 +129,15 @@ def warp_tensorflow(workload, repeats):
     return rows
 
 
-def warp_jax(workload, repeats):
+def warp_jax(workload, repeats, device="cpu"):
     import jax
     import jax.numpy as jnp
 
     import keras_stn
 
     images, theta, size = inputs(workload)
-    images, theta = jnp.asarray(images), jnp.asarray(theta)
+    target = jax.devices("gpu" if is_gpu(device) else "cpu")[0]
+    images, theta = jax.device_put(images, target), jax.device_put(theta, target)
 
     @jax.jit
     def forward(images, theta):
@@ -117,13 +151,15 @@ def warp_jax(workload, repeats):
             images, theta)], repeats))}
 
 
-def warp_torch(workload, repeats):
+def warp_torch(workload, repeats, device="cpu"):
+    import keras
     import torch
     import torch.nn.functional as F
 
     import keras_stn
 
     images, theta, size = inputs(workload)
+    synchronize = torch_synchronizer(device)
     rows = {}
 
     def keras_stn_warp(images, theta):
@@ -140,27 +176,40 @@ def warp_torch(workload, repeats):
             ("PyTorch eager (keras_stn)", keras_stn_warp, images),
             ("PyTorch eager (torch's own functions)", torch_warp,
              images.transpose(0, 3, 1, 2).copy())):
-        image_tensor = torch.tensor(layout)
-        theta_tensor = torch.tensor(theta)
+        image_tensor = torch.tensor(layout, device=device)
+        theta_tensor = torch.tensor(theta, device=device)
 
         def forward():
             with torch.no_grad():
-                return function(image_tensor, theta_tensor)
+                result = function(image_tensor, theta_tensor)
+            synchronize()
+            return result
 
         def backward():
             images_ = image_tensor.clone().requires_grad_(True)
             theta_ = theta_tensor.clone().requires_grad_(True)
             function(images_, theta_).sum().backward()
+            synchronize()
             return images_.grad, theta_.grad
 
-        rows[label] = (median_ms(forward, repeats), median_ms(backward, repeats))
+        # keras_stn's ops make their own tensors (the grid) on Keras' device.
+        with keras.device(keras_device_name(device)):
+            rows[label] = (median_ms(forward, repeats),
+                           median_ms(backward, repeats))
     return rows
 
 
 # -- The ST-CNN's training step ----------------------------------------------
 
 
-def fit_step_ms(steps):
+def fit_step_ms(steps, device="cpu"):
+    import keras
+
+    with keras.device(keras_device_name(device)):
+        return _fit_step_ms(steps)
+
+
+def _fit_step_ms(steps):
     import keras
     import numpy as np
 
@@ -185,7 +234,7 @@ def fit_step_ms(steps):
     return 1000.0 * best
 
 
-def plain_torch_step_ms(steps):
+def plain_torch_step_ms(steps, device="cpu"):
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -216,10 +265,11 @@ def plain_torch_step_ms(steps):
             return self.classifier(F.grid_sample(images, grid,
                                                  align_corners=False))
 
-    model = STCNN()
+    model = STCNN().to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-    images = torch.rand(64, 1, 42, 42)
-    labels = torch.randint(0, 10, (64,))
+    images = torch.rand(64, 1, 42, 42, device=device)
+    labels = torch.randint(0, 10, (64,), device=device)
+    synchronize = torch_synchronizer(device)
 
     def step():
         optimizer.zero_grad()
@@ -230,26 +280,31 @@ def plain_torch_step_ms(steps):
         step()
     best = float("inf")
     for _ in range(2):
+        synchronize()
         start = time.perf_counter()
         for _ in range(steps):
             step()
+        synchronize()
         best = min(best, (time.perf_counter() - start) / steps)
     return 1000.0 * best
 
 
-def worker(backend, repeats, fit_steps):
+def worker(backend, repeats, fit_steps, device="cpu", workloads=None):
     warp = {"tensorflow": warp_tensorflow, "jax": warp_jax,
             "torch": warp_torch}[backend]
-    result = {"warp": {name: warp(workload, repeats)
-                       for name, workload in WORKLOADS.items()},
-              "fit": {backend: fit_step_ms(fit_steps)}}
+    workloads = WORKLOADS if workloads is None else workloads
+    result = {"warp": {name: warp(workload, repeats, device)
+                       for name, workload in workloads.items()},
+              "fit": {backend: fit_step_ms(fit_steps, device)}}
     if backend == "tensorflow":
         import keras_stn
 
         with keras_stn.use_jit_compile(False):
-            result["fit"]["tensorflow runtime"] = fit_step_ms(fit_steps)
+            result["fit"]["tensorflow runtime"] = fit_step_ms(fit_steps,
+                                                              device)
     if backend == "torch":
-        result["fit"]["plain PyTorch"] = plain_torch_step_ms(fit_steps)
+        result["fit"]["plain PyTorch"] = plain_torch_step_ms(fit_steps,
+                                                             device)
     return result
 
 
@@ -259,17 +314,27 @@ def main(argv=None):
     parser.add_argument("--fit-steps", type=int, default=60)
     parser.add_argument("--backends", nargs="+",
                         default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or cuda:N (every backend's worker)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if not DEVICE_PATTERN.fullmatch(args.device):
+        parser.error(f"--device must be cpu, cuda or cuda:N, got "
+                     f"{args.device!r}")
+    for name in ("repeats", "fit_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, "
+                         f"got {getattr(args, name)}")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.repeats, args.fit_steps)))
+        print(json.dumps(worker(args.worker, args.repeats, args.fit_steps,
+                                args.device)))
         return None
     results = {}
     for backend in args.backends:
         process = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--worker", backend,
              "--repeats", str(args.repeats), "--fit-steps",
-             str(args.fit_steps)],
+             str(args.fit_steps), "--device", args.device],
             capture_output=True, text=True, check=False,
             env=dict(os.environ, KERAS_BACKEND=backend,
                      TF_CPP_MIN_LOG_LEVEL="3"))
@@ -277,7 +342,7 @@ def main(argv=None):
             raise RuntimeError(f"{backend} worker failed:\n{process.stderr}")
         results[backend] = json.loads(process.stdout.strip().splitlines()[-1])
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
-          f"CPUs; median of {args.repeats}, ms\n")
+          f"CPUs, device {args.device}; median of {args.repeats}, ms\n")
     print("| path | " + " | ".join(f"{name} fwd | {name} fwd+bwd"
                                     for name in WORKLOADS) + " |")
     print("|---|" + "---|---|" * len(WORKLOADS))

@@ -157,6 +157,28 @@ def test_device_names_for_each_framework():
         "/CPU:0", "/GPU:0", "/GPU:1"]
 
 
+def test_backends_speed_places_work_on_the_named_device(capsys):
+    module = _script("backends_speed")
+    assert [module.keras_device_name(d) for d in ("cpu", "cuda", "cuda:1")] == [
+        "cpu:0", "gpu:0", "gpu:1"]
+    # The three TF rows on a tiny workload, placed with `tf.device`.
+    rows = module.warp_tensorflow((2, 6, 6, 1, 4, 4), 1, "cpu")
+    assert len(rows) == 3
+    assert all(fwd > 0 and bwd > 0 for fwd, bwd in rows.values())
+    for arguments, message in (
+            (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+            (["--fit-steps", "0"], "--fit-steps must be at least 1")):
+        with pytest.raises(SystemExit):
+            module.main(arguments)
+        assert message in capsys.readouterr().err
+
+
+def test_backends_speed_plain_torch_step_runs_on_the_cpu():
+    pytest.importorskip("torch")
+    module = _script("backends_speed")
+    assert module.plain_torch_step_ms(1, "cpu") > 0
+
+
 def test_linear_fit_recovers_a_line():
     module = _speed_benchmark()
     work = [1e5, 2e5, 4e5, 8e5]
