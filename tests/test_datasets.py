@@ -391,11 +391,11 @@ def test_main_job_smoke_end_to_end(tmp_path):
     run_dir = tmp_path / "tc-smoke"
     report = json.loads((run_dir / "report.json").read_text())
     assert report["distortion"] == "TC" and report["smoke"] is True
-    assert report["canvas"] == 60 and report["st_output_size"] == [40, 40]
+    assert report["canvas"] == 60 and report["st_output_size"] == [30, 30]
     assert report["budget"] == "quick" and report["transform"] == "affine"
-    # TC's transformer starts zoomed: its 40-pixel output shows the central
-    # 40 pixels of the 60-pixel canvas at full resolution.
-    assert report["initial_scale"] == pytest.approx(2 / 3, rel=1e-12)
+    # TC's transformer starts zoomed: its 30-pixel output shows the central
+    # 30 pixels of the 60-pixel canvas at full resolution.
+    assert report["initial_scale"] == 0.5
     assert report["command"].startswith("python examples/distorted_mnist.py")
     assert report["peak_rss_mb"] > 100
     low, high = report["error_difference_ci95_percent"]
@@ -581,27 +581,28 @@ def test_backup_settings_resume_older_runs_and_refuse_changed_ones(tmp_path):
     assert json.loads((backup / "settings.json").read_text())["dropout"] == 0.5
 
 
-def test_backup_of_an_older_transformer_output_is_refused(tmp_path):
-    # Before the output size was recorded RTS's transformer wrote 28 pixels
-    # and TC's 30: their weights do not fit today's 42- and 40-pixel
-    # classifiers, so such backups must be refused, not resumed.
+def test_backup_of_another_transformer_output_is_refused(tmp_path):
+    # Backups from before the output size was recorded trained RTS at 28²,
+    # TC at 30² and the others at their canvas: they resume with that
+    # recipe, and are refused for another one (its classifier's weights
+    # would not fit).
     from keras_stn.paper import experiment
 
-    for distortion, today in (("RTS", [42, 42]), ("TC", [40, 40]),
-                              ("R", [28, 28])):
+    for distortion, then, other in (("RTS", [28, 28], [42, 42]),
+                                    ("TC", [30, 30], [40, 40]),
+                                    ("R", [28, 28], [20, 20])):
         backup = tmp_path / f".{distortion}.backup"
         backup.mkdir()
         (backup / "settings.json").write_text(json.dumps(
             {"distortion": distortion, "budget": "quick"}))
-        settings = {"distortion": distortion, "budget": "quick",
-                    "st_output_size": today}
-        if distortion == "R":  # R's output was, and is, its 28² canvas.
-            experiment._prepare_backup(str(backup), settings, restart=False)
-        else:
-            with pytest.raises(ValueError,
-                               match=r"other settings \(st_output_size\)"):
-                experiment._prepare_backup(str(backup), settings,
-                                           restart=False)
+        settings = {"distortion": distortion, "budget": "quick"}
+        experiment._prepare_backup(
+            str(backup), dict(settings, st_output_size=then), restart=False)
+        with pytest.raises(ValueError,
+                           match=r"other settings \(st_output_size\)"):
+            experiment._prepare_backup(
+                str(backup), dict(settings, st_output_size=other),
+                restart=False)
 
 
 @needs_mnist
@@ -611,5 +612,4 @@ def test_plan_records_the_distortions_transformer_output(tmp_path):
     plan = experiment._plan("TC", "quick", None, None, None, "affine", 1e-3,
                             0.0, 0.0, None, 100, 0, str(tmp_path / "out"),
                             None, MNIST_DIR, None, smoke=False, restart=True)
-    assert plan.st_output_size == [40, 40]
-    assert plan.initial_scale == pytest.approx(2 / 3, rel=1e-12)
+    assert plan.st_output_size == [30, 30] and plan.initial_scale == 0.5
