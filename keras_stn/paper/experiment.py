@@ -57,8 +57,9 @@ PAPER_ST_CNN_ERROR = {
 }
 # The transformer's output canvas (None: the input's size): 42 and 60 pixel
 # inputs are downsampled. Larger outputs (RTS 42², TC 40²) won quick screens
-# but not at `paper`: RTS tied at twice the ST-CNN's cost, TC's localisation
-# diverged (saved_models/screening.md).
+# but not at `paper`: RTS tied at twice the ST-CNN's cost; TC's stayed at
+# chance, from a default-path bug at lattice-aligned zooms
+# (saved_models/screening.md).
 ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
                   "TC": (30, 30)}
 # The ST-CNN's transformer starts as a zoom showing this fraction of the
