@@ -131,11 +131,6 @@ def _near_lattice_zoom(batch, seed):
     return theta.astype(np.float32)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known bug (2026-12-05): the affine_grid cluster's multiply-adds are "
-    "contracted by XLA in an order of its own, so grid points within an "
-    "ulp of an integer fall on the other side of it than in TF's runtime "
-    "and PyTorch, and dθ takes the other pixel difference (11 % off here)."))
 def test_cluster_takes_the_runtimes_side_near_the_lattice():
     theta = _near_lattice_zoom(8, 1)
     images = np.random.default_rng(2).uniform(size=(8, 60, 60, 1)).astype(

@@ -329,3 +329,49 @@ def test_unknown_sizes_take_the_generic_path():
             input_signature=[tf.TensorSpec(unknown),
                              tf.TensorSpec([3, *out, 2])])
         assert_close(traced(images, grid), expected)
+
+
+def _fma_chain(weights, base):
+    """NumPy: each row of `weights [rows, k + 1]` times every point of
+    `base [N, k + 1]`, rounded as a matmul's inner loop with fused
+    multiply-adds rounds it: the first product, then each further one added
+    and rounded once. A product of two float32 values is exact in float64,
+    and so is its sum with one float32 except in rare ties of the last bit,
+    which the data below does not meet."""
+    products = (weights.astype(np.float64)[:, None, :]
+                * base.astype(np.float64)[None, :, :])
+    result = products[..., 0].astype(np.float32)
+    for col in range(1, base.shape[1]):
+        result = (result.astype(np.float64) + products[..., col]).astype(
+            np.float32)
+    return result
+
+
+@pytest.mark.parametrize("size", [(40, 40), (7, 9), (5, 6, 4)])
+@pytest.mark.parametrize("near_lattice", [False, True])
+def test_grid_products_round_alike_on_every_target(size, near_lattice):
+    # A θ within 1e-7 of a 2/3 zoom puts every point of a 40-pixel grid an
+    # ulp or so from a pixel centre of a 60-pixel image: the side it takes,
+    # and so the pixel difference dθ reads, depends on the last bit of the
+    # product. TF's runtime matmul and PyTorch's affine_grid round it as a
+    # fused chain; the XLA formulation (broadcast multiply-adds) must too.
+    from keras_stn.backends.tensorflow.grid import times_meshgrid
+    from keras_stn.core.meshgrid import homogeneous_meshgrid
+
+    rng = np.random.default_rng(7)
+    base = homogeneous_meshgrid(size, False, np.float32)
+    columns = base.shape[1]
+    if near_lattice:
+        weights = np.zeros((64, columns), np.float32)
+        weights[:, 0] = np.float32(2 / 3)
+        weights += rng.normal(size=weights.shape) * 1e-7
+    else:
+        weights = rng.normal(size=(64, columns))
+    weights = weights.astype(np.float32)
+    expected = _fma_chain(weights, base)
+    xla = tf.function(lambda w: times_meshgrid(w, base, target="xla"),
+                      jit_compile=True)(weights).numpy()
+    np.testing.assert_array_equal(xla, expected)
+    runtime = times_meshgrid(tf.constant(weights), base,
+                             target="runtime").numpy()
+    np.testing.assert_array_equal(runtime, expected)

@@ -49,11 +49,19 @@ def _times_meshgrid_xla(weights, base):
 
     @tf.custom_gradient
     def products(weights):
-        result = None
-        for col in range(base.shape[1]):
-            term = weights[..., col : col + 1] * tf.constant(
-                base[:, col], dtype=weights.dtype)
-            result = term if result is None else result + term
+        terms = [weights[..., col : col + 1]
+                 * tf.constant(base[:, col], dtype=weights.dtype)
+                 for col in range(base.shape[1])]
+        # The runtime's matmul and PyTorch's affine_grid round the first
+        # product, then add each further one in a fused multiply-add. XLA
+        # contracts `a * b + c * d` into fma(a, b, c * d), rounding the
+        # right-hand product first: so the first term goes on the right.
+        # Another order moves points an ulp, enough to flip the side of a
+        # pixel centre a point next to it takes (a 2/3 zoom puts every
+        # point there), and with it the pixel difference its dθ reads.
+        result = terms[1] + terms[0]
+        for term in terms[2:]:
+            result = result + term
 
         def gradient(upstream):
             flat = tf.reshape(upstream, [-1, base.shape[0]])
