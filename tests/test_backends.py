@@ -44,7 +44,8 @@ GRAD_TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 # -- Differentiating on each backend ----------------------------------------
 
 
-def compare(function, arrays, grad_tolerance=GRAD_TOLERANCE, seed=0):
+def compare(function, arrays, grad_tolerance=GRAD_TOLERANCE, seed=0,
+            value_atol=VALUE_ATOL):
     """Values and gradients (for a random cotangent) of `function` on the
     backend against the TensorFlow path."""
     rng = np.random.default_rng(seed)
@@ -53,7 +54,7 @@ def compare(function, arrays, grad_tolerance=GRAD_TOLERANCE, seed=0):
     cotangent = rng.uniform(-1, 1, value_tf.shape).astype(value_tf.dtype)
     expected_value, expected_grads = tensorflow_vjp(function, arrays, cotangent)
     value, grads = backend_vjp(function, arrays, cotangent)
-    np.testing.assert_allclose(value, expected_value, atol=VALUE_ATOL, rtol=0)
+    np.testing.assert_allclose(value, expected_value, atol=value_atol, rtol=0)
     for grad, expected in zip(grads, expected_grads):
         np.testing.assert_allclose(grad, expected, **grad_tolerance)
     return value, grads
@@ -138,6 +139,28 @@ def test_theta_gradients_at_the_identity(interpolation, padding_mode,
                                      padding_mode, align_corners)
 
     _, (grad,) = compare(function, [theta], {"rtol": 1e-4, "atol": 2e-3})
+
+
+@other_backend
+def test_theta_gradients_near_a_lattice_aligned_zoom():
+    """θ within 1e-7 of a 2/3 zoom puts every point of a 40² grid within an
+    ulp or two of a pixel centre of a 60² image: the last bit of the grid's
+    products picks the side, and with it the pixel difference of each
+    derivative (11 % of dθ here, were the grid rounded otherwise)."""
+    rng = np.random.default_rng(1)
+    theta = (np.float32([2 / 3, 0, 0, 0, 2 / 3, 0])
+             + rng.normal(size=(8, 6)) * 1e-7).astype(np.float32)
+    images = rng.uniform(size=(8, 60, 60, 1)).astype(np.float32)
+
+    def function(theta):
+        grid = keras_stn.affine_grid(theta, (40, 40))
+        return keras_stn.grid_sample(images, grid)
+
+    # Values: the TF path snaps fractions within size·2⁻²⁰ of a pixel
+    # centre onto it (PyTorch's kernels do not), ≤ 60·2⁻²⁰ = 5.7e-5 of a
+    # pixel difference of at most 1; every point here is that close.
+    compare(function, [theta], {"rtol": 1e-4, "atol": 1e-4},
+            value_atol=60 * 2.0 ** -20)
 
 
 @other_backend
