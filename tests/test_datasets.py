@@ -460,6 +460,9 @@ def test_results_table_names_the_budget_and_the_regularisation():
         "long, 40×40 output, zoomed start 0.667")
     assert experiment._budget_cell(
         dict(report, canvas=42, st_output_size=[42, 42])) == "long"
+    assert experiment._budget_cell(dict(report, warmup_steps=500)) == (
+        "long, warm-up 500 steps")
+    assert experiment._budget_cell(dict(report, warmup_steps=0)) == "long"
 
 
 def test_committed_runs_keep_the_papers_budget_promises():
@@ -523,6 +526,9 @@ def test_budgets_and_table_1_transforms_are_checked_before_training(tmp_path):
     with pytest.raises(ValueError,
                        match=r"`initial_scale`.*Received: initial_scale=0"):
         experiment.run(initial_scale=0, output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"`warmup_steps`.*\[0, 5000\).*"
+                                         r"Received: warmup_steps=5000"):
+        experiment.run(warmup_steps=5000, output_dir=str(tmp_path))
     assert not list(tmp_path.iterdir())
 
 
@@ -572,6 +578,13 @@ def test_backup_settings_resume_older_runs_and_refuse_changed_ones(tmp_path):
         experiment._prepare_backup(str(backup),
                                    dict(settings, initial_scale=0.5),
                                    restart=False)
+    # ... and one started before the warm-up was: none.
+    experiment._prepare_backup(str(backup), dict(settings, warmup_steps=0),
+                               restart=False)
+    with pytest.raises(ValueError, match=r"other settings \(warmup_steps\)"):
+        experiment._prepare_backup(str(backup),
+                                   dict(settings, warmup_steps=500),
+                                   restart=False)
     with pytest.raises(ValueError, match=r"other settings \(dropout\)"):
         experiment._prepare_backup(str(backup), dict(settings, dropout=0.5),
                                    restart=False)
@@ -610,6 +623,6 @@ def test_plan_records_the_distortions_transformer_output(tmp_path):
     from keras_stn.paper import experiment
 
     plan = experiment._plan("TC", "quick", None, None, None, "affine", 1e-3,
-                            0.0, 0.0, None, 100, 0, str(tmp_path / "out"),
+                            0.0, 0.0, None, 0, 100, 0, str(tmp_path / "out"),
                             None, MNIST_DIR, None, smoke=False, restart=True)
     assert plan.st_output_size == [30, 30] and plan.initial_scale == 0.5

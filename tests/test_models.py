@@ -107,6 +107,42 @@ def test_weight_decay_shrinks_the_classifiers_kernels_only():
                                  weight_decay=-0.1)
 
 
+def _learning_rate_at(optimizer, step):
+    optimizer.iterations.assign(step)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_decays_it():
+    from keras_stn.paper import experiment
+
+    model = experiment.compile_model(models.paper_cnn((28, 28, 1)),
+                                     learning_rate=1e-3, total_steps=100,
+                                     warmup_steps=20)
+    rates = np.array([_learning_rate_at(model.optimizer, step)
+                      for step in range(101)])
+    # Linear from 0 to the peak over the first 20 steps ...
+    np.testing.assert_allclose(rates[:21], np.arange(21) * 1e-3 / 20,
+                               rtol=1e-6, atol=1e-12)
+    # ... then half a cosine from the peak to 0 over the other 80.
+    expected = 0.5e-3 * (1 + np.cos(np.pi * np.arange(81) / 80))
+    np.testing.assert_allclose(rates[20:], expected, rtol=1e-5, atol=1e-10)
+    # Without a warm-up the cosine starts at the peak (the committed runs).
+    plain = experiment.compile_model(models.paper_cnn((28, 28, 1)), 1e-3, 100)
+    np.testing.assert_allclose(
+        [_learning_rate_at(plain.optimizer, step) for step in (0, 50, 100)],
+        [1e-3, 0.5e-3, 0.0], rtol=1e-6, atol=1e-10)
+
+
+@pytest.mark.parametrize("steps", [-1, 100, 150, 2.5, True, "10"])
+def test_bad_warmup_is_refused_by_name(steps):
+    from keras_stn.paper import experiment
+
+    with pytest.raises(ValueError, match=r"`warmup_steps`.*\[0, 100\).*"
+                                         r"Received: warmup_steps="):
+        experiment.compile_model(models.paper_cnn((28, 28, 1)), 1e-3, 100,
+                                 warmup_steps=steps)
+
+
 def test_st_cnn_can_start_zoomed_on_the_canvas_centre():
     # TC's recipe: 60-pixel canvas, 30-pixel output, initial scale 0.5:
     # output pixel j samples input pixel j + 15 exactly (align_corners=False).

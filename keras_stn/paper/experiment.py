@@ -70,10 +70,11 @@ ST_OUTPUT_SIZE = {"R": None, "RTS": (28, 28), "P": None, "E": None,
 ST_INITIAL_SCALE = {"R": 1.0, "RTS": 1.0, "P": 1.0, "E": 1.0, "TC": 0.5}
 DEFAULTS = {"distortion": "RTS", "budget": "quick", "transform": "affine",
             "learning_rate": 1e-3, "dropout": 0.0, "weight_decay": 0.0,
-            "initial_scale": None, "test_examples": 10000, "seed": 0}
+            "initial_scale": None, "warmup_steps": 0, "test_examples": 10000,
+            "seed": 0}
 # What runs started before a setting existed trained with.
 _UNRECORDED_SETTINGS = {"dropout": 0.0, "weight_decay": 0.0,
-                        "initial_scale": 1.0}
+                        "initial_scale": 1.0, "warmup_steps": 0}
 _UNRECORDED_ST_OUTPUT_SIZE = {"RTS": [28, 28], "TC": [30, 30]}
 # Training budgets (the same for both models): "quick" is the default run,
 # "paper" trains until the held-out curves flatten (learning rate decayed
@@ -124,10 +125,19 @@ class _EpochLog(keras.callbacks.Callback):
         return [entry["seconds"] for entry in self.entries]
 
 
-def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
+def compile_model(model, learning_rate, total_steps, weight_decay=0.0,
+                  warmup_steps=0):
     """Compiles a model as the main job trains it: Adam, the learning rate
     following a cosine decay to zero over `total_steps`, cross-entropy on
     logits, accuracy.
+
+    `warmup_steps` > 0 first raises the learning rate linearly from 0 to
+    `learning_rate` over that many steps, then decays it along the cosine
+    over the remaining ones. Adam's first steps move every weight by about
+    the learning rate whatever its gradient's size; a transformer's
+    zero-initialised head multiplies such steps by its O(10) features, and
+    θ can jump out of the canvas before the classifier has learned
+    anything (saved_models/screening.md).
 
     `weight_decay` > 0 makes the optimizer AdamW (decoupled decay: each
     step shrinks a weight by `weight_decay × learning rate` of itself) on
@@ -136,8 +146,14 @@ def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
     collapse of the output onto one point, instead of the identity).
     """
     models.check_fraction("weight_decay", weight_decay)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, decay_steps=total_steps)
+    check_warmup_steps(warmup_steps, total_steps)
+    if warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=total_steps - warmup_steps,
+            warmup_target=learning_rate, warmup_steps=warmup_steps)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=total_steps)
     if weight_decay:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
         transformers = [layer for layer in model.layers
@@ -155,9 +171,21 @@ def compile_model(model, learning_rate, total_steps, weight_decay=0.0):
     return model
 
 
+def check_warmup_steps(warmup_steps, total_steps):
+    """Raises a `ValueError` naming `warmup_steps` unless it is an integer
+    in [0, `total_steps`)."""
+    if isinstance(warmup_steps, bool) or not isinstance(
+            warmup_steps, (int, np.integer)) or not (
+            0 <= warmup_steps < total_steps):
+        raise ValueError(
+            "Invalid value for argument `warmup_steps`. Expected an integer "
+            f"in [0, {total_steps}) (the run's training steps). Received: "
+            f"warmup_steps={warmup_steps!r}")
+
+
 def _train(name, build, train_stream, validation, epochs, steps_per_epoch,
            learning_rate, verbose, backup_dir, snapshot_inputs=None,
-           weight_decay=0.0):
+           weight_decay=0.0, warmup_steps=0):
     """Trains (or resumes, or reloads) one model; returns it, its history and
     its seconds per epoch.
 
@@ -176,7 +204,7 @@ def _train(name, build, train_stream, validation, epochs, steps_per_epoch,
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
         return model, finished["history"], finished["seconds"]
     model = compile_model(build(), learning_rate, epochs * steps_per_epoch,
-                          weight_decay)
+                          weight_decay, warmup_steps)
     log = _EpochLog(os.path.join(model_dir, "epochs.json"))
     if log.entries:
         print(f"== {name}: resuming after epoch {len(log.entries)} of "
@@ -358,6 +386,7 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         learning_rate=DEFAULTS["learning_rate"], dropout=DEFAULTS["dropout"],
         weight_decay=DEFAULTS["weight_decay"],
         initial_scale=DEFAULTS["initial_scale"],
+        warmup_steps=DEFAULTS["warmup_steps"],
         test_examples=DEFAULTS["test_examples"], seed=DEFAULTS["seed"],
         output_dir="saved_models", run_name=None, mnist_dir=None,
         data_dir=None, smoke=False, verbose=1, restart=False, command=None):
@@ -379,6 +408,9 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
         initial_scale: the ST-CNN's transformer starts as a zoom showing
             this fraction of the canvas (1: the identity); `None` takes the
             distortion's (`ST_INITIAL_SCALE`: TC 0.5, the others 1).
+        warmup_steps: both models' learning rate rises linearly from 0
+            over this many first steps before its cosine decay
+            (`compile_model`); 0: no warm-up.
         test_examples: how many test digits (of 10,000) to score.
         seed: seeds the weights, the training stream and the test set.
         output_dir: parent folder of the run's folder.
@@ -401,8 +433,8 @@ def run(distortion=DEFAULTS["distortion"], budget=DEFAULTS["budget"],
     """
     plan = _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
                  transform, learning_rate, dropout, weight_decay,
-                 initial_scale, test_examples, seed, output_dir, run_name,
-                 mnist_dir, data_dir, smoke, restart)
+                 initial_scale, warmup_steps, test_examples, seed,
+                 output_dir, run_name, mnist_dir, data_dir, smoke, restart)
     start = time.perf_counter()
     data = _data(plan)
     trained, histories, results, wrong = {}, {}, {}, {}
@@ -443,6 +475,7 @@ class _Plan:
     dropout: float
     weight_decay: float
     initial_scale: float
+    warmup_steps: int
     st_output_size: list
     seed: int
     test_examples: int
@@ -493,8 +526,8 @@ def _check_choices(distortion, budget, transform):
 
 def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
           transform, learning_rate, dropout, weight_decay, initial_scale,
-          test_examples, seed, output_dir, run_name, mnist_dir, data_dir,
-          smoke, restart):
+          warmup_steps, test_examples, seed, output_dir, run_name, mnist_dir,
+          data_dir, smoke, restart):
     """Checks the arguments, resolves the budget and prepares the folders
     (resuming an interrupted run's progress unless `restart`)."""
     _check_requirements()
@@ -514,6 +547,12 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
         batch_size = SMOKE["batch_size"]
         test_examples = min(test_examples, SMOKE["test_examples"])
         validation_examples = SMOKE["test_examples"]
+    total_steps = epochs * steps_per_epoch
+    if smoke and isinstance(warmup_steps, int):
+        # A smoke run checks the pipeline: a longer warm-up is cut to fit.
+        warmup_steps = min(warmup_steps, total_steps - 1)
+    check_warmup_steps(warmup_steps, total_steps)
+    warmup_steps = int(warmup_steps)
     run_name = run_name or default_run_name(distortion, transform, budget,
                                             smoke)
     # Checked before anything is written (download when no folder is set).
@@ -523,6 +562,7 @@ def _plan(distortion, budget, epochs, steps_per_epoch, batch_size,
                 "steps_per_epoch": steps_per_epoch, "batch_size": batch_size,
                 "learning_rate": learning_rate, "dropout": dropout,
                 "weight_decay": weight_decay, "initial_scale": initial_scale,
+                "warmup_steps": warmup_steps,
                 "st_output_size": list(ST_OUTPUT_SIZE[distortion]
                                        or (datasets.CANVAS_SIZES[distortion],)
                                        * 2),
@@ -590,7 +630,7 @@ def _train_model(plan, data, name, verbose):
         name, build, data.train_stream, data.validation, plan.epochs,
         plan.steps_per_epoch, plan.learning_rate, verbose, plan.backup_dir,
         snapshot_inputs=data.snapshot_inputs if name == "st_cnn" else None,
-        weight_decay=plan.weight_decay)
+        weight_decay=plan.weight_decay, warmup_steps=plan.warmup_steps)
 
 
 def _paper_error(plan, name):
@@ -639,6 +679,7 @@ def _report(plan, results, wrong, histories, exported, command, seconds):
         "dropout": plan.dropout,
         "weight_decay": plan.weight_decay,
         "initial_scale": plan.initial_scale,
+        "warmup_steps": plan.warmup_steps,
         "seed": plan.seed,
         "test_examples": plan.test_examples,
         "validation_examples": plan.validation_examples,
@@ -654,6 +695,8 @@ def _report(plan, results, wrong, histories, exported, command, seconds):
         "st_cnn_beats_cnn_significantly": bool(interval[0] > 0),
         "optimizer": (f"AdamW (weight decay {plan.weight_decay} on the "
                       "classifier's kernels)" if plan.weight_decay else "Adam")
+        + (f", learning rate warmed up linearly over {plan.warmup_steps} "
+           "steps" if plan.warmup_steps else "")
         + ", cosine learning-rate decay to 0 over the run",
         "export": exported,
         "wall_seconds": round(seconds, 1),
@@ -713,6 +756,10 @@ def add_arguments(parser):
         help="the ST-CNN's transformer starts zoomed, showing this fraction "
              "of the canvas (1: the identity; default: the distortion's, "
              "TC 0.5, the others 1)")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=DEFAULTS["warmup_steps"],
+        help="both models' learning rate rises linearly from 0 over this "
+             "many first steps (0: no warm-up)")
     parser.add_argument("--test-examples", type=int,
                         default=DEFAULTS["test_examples"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -750,6 +797,7 @@ def run_from_args(args):
                batch_size=args.batch_size, learning_rate=args.learning_rate,
                dropout=args.dropout, weight_decay=args.weight_decay,
                initial_scale=args.initial_scale,
+               warmup_steps=args.warmup_steps,
                test_examples=args.test_examples, seed=args.seed,
                output_dir=args.output_dir, run_name=args.run_name,
                mnist_dir=args.mnist_dir, data_dir=args.data_dir,
@@ -816,7 +864,7 @@ def results_table(output_dir="saved_models", warn=None):
 def _budget_cell(report):
     """The budget's name where the run kept it, else epochs × steps × batch;
     then the transformer's output where it differs from the canvas, and any
-    regularisation or zoomed start the run trained with."""
+    regularisation, zoomed start or warm-up the run trained with."""
     size = (report["epochs"], report["steps_per_epoch"], report["batch_size"])
     named = BUDGETS.get(report.get("budget"), {})
     cell = (report["budget"] if size == (
@@ -830,6 +878,8 @@ def _budget_cell(report):
                for name in ("dropout", "weight_decay") if report.get(name)]
     if report.get("initial_scale", 1.0) != 1.0:
         extras.append(f"zoomed start {report['initial_scale']:.3g}")
+    if report.get("warmup_steps"):
+        extras.append(f"warm-up {report['warmup_steps']} steps")
     return ", ".join([cell] + extras)
 
 
