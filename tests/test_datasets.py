@@ -396,6 +396,9 @@ def test_main_job_smoke_end_to_end(tmp_path):
     # TC's transformer starts zoomed: its 30-pixel output shows the central
     # 30 pixels of the 60-pixel canvas at full resolution.
     assert report["initial_scale"] == 0.5
+    # ... and its learning rate warms up: TC's 500 steps, cut to fit the
+    # smoke run's 3.
+    assert report["warmup_steps"] == 2
     assert report["command"].startswith("python examples/distorted_mnist.py")
     assert report["peak_rss_mb"] > 100
     low, high = report["error_difference_ci95_percent"]
@@ -623,6 +626,8 @@ def test_plan_records_the_distortions_transformer_output(tmp_path):
     from keras_stn.paper import experiment
 
     plan = experiment._plan("TC", "quick", None, None, None, "affine", 1e-3,
-                            0.0, 0.0, None, 0, 100, 0, str(tmp_path / "out"),
+                            0.0, 0.0, None, None, 100, 0, str(tmp_path / "out"),
                             None, MNIST_DIR, None, smoke=False, restart=True)
     assert plan.st_output_size == [30, 30] and plan.initial_scale == 0.5
+    # TC's learning rate warms up (one start in three stalled without).
+    assert plan.warmup_steps == 500
