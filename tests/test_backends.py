@@ -146,21 +146,51 @@ def test_theta_gradients_near_a_lattice_aligned_zoom():
     """θ within 1e-7 of a 2/3 zoom puts every point of a 40² grid within an
     ulp or two of a pixel centre of a 60² image: the last bit of the grid's
     products picks the side, and with it the pixel difference of each
-    derivative (11 % of dθ here, were the grid rounded otherwise)."""
+    derivative (11 % of dθ here, were the grid rounded otherwise).
+
+    Each backend rounds those products as its framework does: JAX as TF's
+    path (a fused multiply-add chain), the PyTorch backend as PyTorch's own
+    `affine_grid`, which depends on the CPU (the chain on an Intel Xeon,
+    products rounded then summed on an AMD EPYC). So the grid is checked
+    bit for bit against that reference, and dθ against the TF path's sampler
+    at the backend's own grid."""
     rng = np.random.default_rng(1)
     theta = (np.float32([2 / 3, 0, 0, 0, 2 / 3, 0])
              + rng.normal(size=(8, 6)) * 1e-7).astype(np.float32)
     images = rng.uniform(size=(8, 60, 60, 1)).astype(np.float32)
+    grid = keras.ops.convert_to_numpy(keras_stn.affine_grid(
+        keras.ops.convert_to_tensor(theta), (40, 40)))
+    if BACKEND == "torch":
+        import torch
+
+        expected_grid = torch.nn.functional.affine_grid(
+            torch.tensor(theta).reshape(8, 2, 3), (8, 1, 40, 40),
+            align_corners=False).numpy()
+    else:
+        expected_grid = keras_stn.affine_grid(tf.constant(theta),
+                                              (40, 40)).numpy()
+    np.testing.assert_array_equal(grid, expected_grid)
 
     def function(theta):
-        grid = keras_stn.affine_grid(theta, (40, 40))
-        return keras_stn.grid_sample(images, grid)
+        return keras_stn.grid_sample(images,
+                                     keras_stn.affine_grid(theta, (40, 40)))
 
+    cotangent = rng.uniform(-1, 1, (8, 40, 40, 1)).astype(np.float32)
+    value, (dtheta,) = backend_vjp(function, [theta], cotangent)
+    # The TF path at the same grid: dθ = Σ over points of d grid ⊗ (x, y, 1).
+    expected_value, (dgrid,) = tensorflow_vjp(
+        lambda grid: keras_stn.grid_sample(images, grid), [grid], cotangent)
+    base = _homogeneous_meshgrid((40, 40), False).astype(np.float64)
+    expected = np.einsum("bnr,nk->brk", dgrid.reshape(8, -1, 2).astype(
+        np.float64), base).reshape(8, 6)
     # Values: the TF path snaps fractions within size·2⁻²⁰ of a pixel
     # centre onto it (PyTorch's kernels do not), ≤ 60·2⁻²⁰ = 5.7e-5 of a
     # pixel difference of at most 1; every point here is that close.
-    compare(function, [theta], {"rtol": 1e-4, "atol": 1e-4},
-            value_atol=60 * 2.0 ** -20)
+    np.testing.assert_allclose(value, expected_value, rtol=0,
+                               atol=60 * 2.0 ** -20)
+    # Sums of 1,600 float32 terms in another order: 1e-6 of the largest.
+    np.testing.assert_allclose(dtheta, expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
 
 
 @other_backend
