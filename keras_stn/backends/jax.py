@@ -5,9 +5,10 @@ Compiled, XLA fuses the sampler's elementwise work around its gathers and
 contracts the unnormalisation into one fused multiply-add, the rounding
 PyTorch's CPU kernel has (which side of an integer a coordinate at the
 identity θ falls on decides the corners of its derivative); the grid's
-products are one 2-D dot (`_times_meshgrid`), rounded as PyTorch's
-`affine_grid` rounds them. Inside a jitted training step these functions
-inline.
+products are one 2-D dot (`_times_meshgrid`), rounded as TF's path rounds
+them (and PyTorch's `affine_grid` on an Intel Xeon; on an AMD EPYC PyTorch
+rounds each product before summing). Inside a jitted training step these
+functions inline.
 
 Bilinear sampling of images runs the padded kernel of
 `keras_stn.kernels.bilinear` (the formulation of TensorFlow's, with
@@ -38,10 +39,10 @@ def _times_meshgrid(weights, base):
 
     XLA's CPU dot rounds these three-term sums in a shape-dependent order:
     the batched `base @ θᵀ` of `keras_ops` was an ulp off PyTorch's
-    `affine_grid` in 11-13 % of the entries of B8 40² and B2 224² grids;
-    this orientation matches it bit for bit on those and on B64/B256 28²
-    (not on tiny ones, B3 4² or B1 5×7, which PyTorch rounds without fused
-    multiply-adds). An ulp decides the side of a pixel centre a point next
+    `affine_grid` (on an Intel Xeon, where it is TF's fused chain) in
+    11-13 % of the entries of B8 40² and B2 224² grids; this orientation
+    matches it bit for bit on those and on B64/B256 28² (not on tiny ones,
+    B3 4² or B1 5×7, which PyTorch rounds without fused multiply-adds). An ulp decides the side of a pixel centre a point next
     to it takes (a 2/3 zoom puts every point there), and so the pixel
     difference its derivative reads.
     """

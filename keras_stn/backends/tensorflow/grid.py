@@ -52,7 +52,8 @@ def _times_meshgrid_xla(weights, base):
         terms = [weights[..., col : col + 1]
                  * tf.constant(base[:, col], dtype=weights.dtype)
                  for col in range(base.shape[1])]
-        # The runtime's matmul and PyTorch's affine_grid round the first
+        # The runtime's matmul (and PyTorch's affine_grid on an Intel Xeon;
+        # on an AMD EPYC it rounds each product, then sums) round the first
         # product, then add each further one in a fused multiply-add. XLA
         # contracts `a * b + c * d` into fma(a, b, c * d), rounding the
         # right-hand product first: so the first term goes on the right.
