@@ -37,6 +37,17 @@ def affine_grid(theta, height, width, align_corners):
     return grid
 
 
+def affine_theta_gradient(d_grid, height, width, align_corners):
+    """`[B, 6]` float64: the gradient of a loss with respect to affine θ,
+    by the chain rule from its gradient `d_grid [B, H, W, 2]` with respect
+    to `affine_grid`'s output: the sum over pixels of d grid ⊗ (x, y, 1)."""
+    xs = pixel_centres(width, align_corners)
+    ys = pixel_centres(height, align_corners)
+    points = np.stack([*np.meshgrid(xs, ys), np.ones((height, width))], -1)
+    d_grid = np.asarray(d_grid, dtype=np.float64).reshape(-1, height, width, 2)
+    return np.einsum("bhwk,hwj->bkj", d_grid, points).reshape(-1, 6)
+
+
 def projective_grid(params, height, width, align_corners):
     """Grid of homographies given as 8 row-major parameters with h33 = 1."""
     params = np.asarray(params, dtype=np.float64).reshape(-1, 8)

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import keras_stn
 from keras_stn.core.meshgrid import homogeneous_meshgrid as _homogeneous_meshgrid
+from tests import reference
 from tests.autodiff import backend_vjp
 from tests.autodiff import tensorflow_vjp
 from tests.conftest import REPO_ROOT
@@ -180,9 +181,7 @@ def test_theta_gradients_near_a_lattice_aligned_zoom():
     # The TF path at the same grid: dθ = Σ over points of d grid ⊗ (x, y, 1).
     expected_value, (dgrid,) = tensorflow_vjp(
         lambda grid: keras_stn.grid_sample(images, grid), [grid], cotangent)
-    base = _homogeneous_meshgrid((40, 40), False).astype(np.float64)
-    expected = np.einsum("bnr,nk->brk", dgrid.reshape(8, -1, 2).astype(
-        np.float64), base).reshape(8, 6)
+    expected = reference.affine_theta_gradient(dgrid, 40, 40, False)
     # Values: the TF path snaps fractions within size·2⁻²⁰ of a pixel
     # centre onto it (PyTorch's kernels do not), ≤ 60·2⁻²⁰ = 5.7e-5 of a
     # pixel difference of at most 1; every point here is that close.

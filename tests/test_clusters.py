@@ -25,7 +25,6 @@ tf = pytest.importorskip("tensorflow")
 import keras_stn  # noqa: E402
 from keras_stn.backends.tensorflow import clusters  # noqa: E402
 from keras_stn.backends.tensorflow import compilation  # noqa: E402
-from keras_stn.core.meshgrid import homogeneous_meshgrid  # noqa: E402
 from tests import reference  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
 
@@ -111,10 +110,8 @@ def test_cluster_reproduces_the_runtime_path_at_the_kinks(
     # d out / d grid, then d grid / dθ = (x, y, 1) per output pixel.
     upstream = np.cos(expected) - expected * np.sin(expected)
     d_grid = np.einsum("bhwc,bhwck->bhwk", upstream, jacobian)
-    centres = reference.pixel_centres(size, align_corners)
-    points = np.stack([*np.meshgrid(centres, centres), np.ones((size, size))],
-                      -1)
-    d_theta = np.einsum("bhwk,hwj->bkj", d_grid, points).reshape(-1, 6)
+    d_theta = reference.affine_theta_gradient(d_grid, size, size,
+                                              align_corners)
     assert_close(cluster[2], d_theta, rtol=0,
                  atol=1e-5 * max(1.0, np.abs(d_theta).max()))
 
@@ -151,27 +148,24 @@ def test_cluster_takes_the_runtimes_side_near_the_lattice():
     # TF, a fused chain, on an Intel Xeon; products rounded then summed on
     # an AMD EPYC, where its grid takes the other side in 11 % of points.)
     torch = pytest.importorskip("torch")
+    images_t = torch.tensor(images).permute(0, 3, 1, 2)
+
+    def backward_through_torch(grid_t):
+        out = torch.nn.functional.grid_sample(images_t, grid_t,
+                                              align_corners=False)
+        (out * torch.cos(out)).sum().backward()
+
     grid = keras_stn.affine_grid(tf.constant(theta), (40, 40)).numpy()
     grid_t = torch.tensor(grid).requires_grad_(True)
-    images_t = torch.tensor(images).permute(0, 3, 1, 2)
-    out = torch.nn.functional.grid_sample(images_t, grid_t,
-                                          align_corners=False)
-    (out * torch.cos(out)).sum().backward()
-    base = homogeneous_meshgrid((40, 40), False).astype(np.float64)
-    want = np.einsum("bnr,nk->brk", grid_t.grad.numpy().reshape(
-        8, -1, 2).astype(np.float64), base).reshape(8, 6)
+    backward_through_torch(grid_t)
+    want = reference.affine_theta_gradient(grid_t.grad.numpy(), 40, 40, False)
     assert_close(cluster[2], want, rtol=0, atol=1e-4 * np.abs(want).max())
-    own_grid = torch.nn.functional.affine_grid(
-        torch.tensor(theta).reshape(8, 2, 3), (8, 1, 40, 40),
-        align_corners=False).numpy()
-    if np.array_equal(own_grid, grid):
+    theta_t = torch.tensor(theta).reshape(8, 2, 3).requires_grad_(True)
+    own_grid = torch.nn.functional.affine_grid(theta_t, (8, 1, 40, 40),
+                                               align_corners=False)
+    if np.array_equal(own_grid.detach().numpy(), grid):
         # Where PyTorch rounds the grid alike, its whole warp agrees too.
-        theta_t = torch.tensor(theta).reshape(8, 2, 3).requires_grad_(True)
-        out = torch.nn.functional.grid_sample(
-            images_t, torch.nn.functional.affine_grid(
-                theta_t, (8, 1, 40, 40), align_corners=False),
-            align_corners=False)
-        (out * torch.cos(out)).sum().backward()
+        backward_through_torch(own_grid)
         want = theta_t.grad.reshape(8, 6).numpy()
         assert_close(cluster[2], want, rtol=0,
                      atol=1e-4 * np.abs(want).max())

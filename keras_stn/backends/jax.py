@@ -42,9 +42,10 @@ def _times_meshgrid(weights, base):
     `affine_grid` (on an Intel Xeon, where it is TF's fused chain) in
     11-13 % of the entries of B8 40² and B2 224² grids; this orientation
     matches it bit for bit on those and on B64/B256 28² (not on tiny ones,
-    B3 4² or B1 5×7, which PyTorch rounds without fused multiply-adds). An ulp decides the side of a pixel centre a point next
-    to it takes (a 2/3 zoom puts every point there), and so the pixel
-    difference its derivative reads.
+    B3 4² or B1 5×7, which PyTorch rounds without fused multiply-adds).
+    An ulp decides the side of a pixel centre a point next to it takes (a
+    2/3 zoom puts every point there), and so the pixel difference its
+    derivative reads.
     """
     leading = weights.shape[:-1]
     products = jnp.matmul(weights.reshape(-1, base.shape[1]),
